@@ -21,6 +21,7 @@ from foldnet.common.protein import Protein
 from foldnet.data.errors import ParseError
 
 _SECTIONS = ("[ID]", "[PRIMARY]", "[EVOLUTIONARY]", "[TERTIARY]", "[MASK]")
+_ERRORS = "__errors__"  # structural problems found while splitting records
 PathLike = Union[str, os.PathLike]
 
 
@@ -48,12 +49,15 @@ def _iter_raw_records(path: PathLike) -> Iterator[tuple[int, dict[str, list[tupl
                     start = lineno
                 section = text
                 if section in record:
-                    raise ParseError(path, f"duplicate section {section}", line=lineno)
+                    # Reported by _parse_record, so errors="skip" can go on to the next record.
+                    record.setdefault(_ERRORS, []).append((lineno, f"duplicate section {section}"))
                 record[section] = []
             elif not text:
                 continue
             elif section is None:
-                raise ParseError(path, f"text before the first [ID]: {text[:40]!r}", line=lineno)
+                if not record:
+                    start = lineno
+                    record[_ERRORS] = [(lineno, f"text before the first [ID]: {text[:40]!r}")]
             else:
                 record[section].append((lineno, text))
     if record:
@@ -77,6 +81,10 @@ def _rows(path, rid, rows, n_rows, n_cols, name) -> np.ndarray:
 
 
 def _parse_record(path: PathLike, start: int, rec: dict) -> Protein:
+    if rec.get(_ERRORS):
+        lineno, reason = rec[_ERRORS][0]
+        rid = rec["[ID]"][0][1] if rec.get("[ID]") else None
+        raise ParseError(path, reason, rid, lineno)
     if "[ID]" not in rec or not rec["[ID]"]:
         raise ParseError(path, "record without [ID]", line=start)
     rid = rec["[ID]"][0][1]
