@@ -1,0 +1,55 @@
+"""``foldnet evaluate [key=value ...]``: thin hydra entry point over :func:`foldnet.inference.evaluate.evaluate`.
+
+Config: ``configs/evaluate.yaml`` (schema ``EvaluateConfig``). Prints the overall
+table; exit status 0 when at least one domain was scored and none failed, 1 when
+some failed (listed in ``<out_dir>/failures.csv``), 2 for a missing input,
+checkpoint or option.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from foldnet.inference.config import register_configs, to_config
+from foldnet.inference.evaluate import EvaluateConfig, evaluate
+
+# An absolute path: hydra resolves a relative one against the *module* when run with -m.
+_CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
+
+register_configs()
+
+
+@hydra.main(config_path=_CONFIGS, config_name="evaluate", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    try:
+        summary = evaluate(to_config(cfg, EvaluateConfig))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"foldnet evaluate: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+    c = summary["counts"]
+    print(f"foldnet evaluate: {summary['num_domains']} domains in the report ({c['evaluated']} new, "
+          f"{c['resumed']} resumed, {c['failed']} failed) -> {Path(to_config(cfg, EvaluateConfig).out_dir) / 'report.md'}")
+    for method, row in summary["overall"].items():
+        print(f"  {method:<15} n={row['n']:<4} TM={_f(row.get('tm_score'))} lDDT={_f(row.get('lddt_ca'))} "
+              f"long-L/5={_f(row.get('prec_long_L5'))} NLL={_f(row.get('dist_nll'))}")
+    if c["failed"] or summary["num_domains"] == 0:
+        raise SystemExit(1)
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def main() -> None:
+    """Console entry point (``foldnet evaluate key=value ...``)."""
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""``foldnet predict [key=value ...]``: thin hydra entry point over :func:`foldnet.inference.predict.predict`.
+
+Config: ``configs/predict.yaml`` (schema ``PredictConfig``). Prints one line per
+record and a total; exit status 0 when every record succeeded, 1 when some
+failed (they are listed in ``<out_dir>/summary.tsv``), 2 for a missing input,
+checkpoint or option.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from foldnet.inference.config import register_configs, to_config
+from foldnet.inference.predict import PredictConfig, predict
+
+# An absolute path: hydra resolves a relative one against the *module* when run with -m.
+_CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
+
+register_configs()
+
+
+@hydra.main(config_path=_CONFIGS, config_name="predict", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    try:
+        results = predict(to_config(cfg, PredictConfig))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"foldnet predict: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+    failed = sum(not r.ok for r in results)
+    print(f"foldnet predict: {len(results) - failed} of {len(results)} records predicted, {failed} failed")
+    if failed:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    """Console entry point (``foldnet predict key=value ...``)."""
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Load a trained network for inference: (ModelConfig, params) from a run or checkpoint.
+
+Accepted locations (what ``foldnet train`` writes, see ``foldnet.train.checkpoint``):
+
+* a run directory: ``<run>/checkpoints/<step>/{state,loader}`` plus the saved
+  resolved config (``<run>/config.yaml``, or hydra's ``<run>/.hydra/config.yaml``);
+* the checkpoint root ``<run>/checkpoints``;
+* one step directory ``<run>/checkpoints/<step>``.
+
+Only the ``params`` subtree of the saved TrainState is read (Orbax restores it
+without the optimiser's structure: no target needed), and the model config is
+the ``model`` node of the run's saved config, so a checkpoint is usable without
+the training code's config files. The step is the best-by-validation kept
+step when the manager has metrics for one, else the latest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+PathLike = Union[str, os.PathLike]
+
+CONFIG_NAMES = ("config.yaml", "resolved_config.yaml", ".hydra/config.yaml")
+
+
+def _is_step_dir(p: Path) -> bool:
+    return p.is_dir() and p.name.isdigit() and (p / "state").is_dir()
+
+
+def resolve_checkpoint(path: PathLike, step: Optional[int] = None) -> tuple[Path, int, Optional[Path]]:
+    """Find the checkpoint root, the step and the run directory of a location.
+
+    Args:
+      path: run directory, checkpoint root or step directory.
+      step: a specific step (None: best kept step with a metric, else the latest).
+
+    Returns:
+      (checkpoint root, step, run directory or None).
+
+    Raises:
+      FileNotFoundError: if there is no checkpoint there (lists what was tried).
+    """
+    p = Path(path).expanduser().absolute()
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    if _is_step_dir(p):
+        root, chosen = p.parent, int(p.name)
+        if step is not None and step != chosen:
+            raise ValueError(f"checkpoint {p} is step {chosen}, but step={step} was asked for")
+    else:
+        root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        steps = sorted(int(d.name) for d in root.iterdir() if _is_step_dir(d))
+        if not steps:
+            raise FileNotFoundError(
+                f"no checkpoint step directories (<step>/state) in {root}; pass a training run "
+                "directory, its checkpoints/ folder or one step folder"
+            )
+        if step is None:
+            chosen = _best_step(root, steps)
+        elif step in steps:
+            chosen = step
+        else:
+            raise FileNotFoundError(f"step {step} not in {root} (have {steps})")
+    run_dir = root.parent if root.name == "checkpoints" else None
+    return root, chosen, run_dir
+
+
+def _best_step(root: Path, steps: list[int]) -> int:
+    """Best kept step by the training metric (lower is better) when recorded, else the latest."""
+    import json
+
+    best = None
+    for s in steps:
+        meta = root / str(s) / "_CHECKPOINT_METADATA"
+        try:
+            metrics = json.loads(meta.read_text()).get("metrics") or {}
+        except (OSError, ValueError):
+            continue
+        if len(metrics) == 1:
+            value = float(next(iter(metrics.values())))
+            if best is None or value < best[0]:
+                best = (value, s)
+    return best[1] if best is not None else steps[-1]
+
+
+def find_run_config(run_dir: Optional[Path], root: Path) -> Path:
+    """The saved resolved config of a run (first of ``CONFIG_NAMES`` that exists)."""
+    tried = []
+    for base in [d for d in (run_dir, root, root.parent) if d is not None]:
+        for name in CONFIG_NAMES:
+            c = base / name
+            tried.append(str(c))
+            if c.is_file():
+                return c
+    raise FileNotFoundError(f"no saved run config next to the checkpoint (tried {tried})")
+
+
+def load_model_config(config_path: PathLike):
+    """``ModelConfig`` from the ``model`` node of a saved run config."""
+    from omegaconf import OmegaConf
+
+    from foldnet.model import ModelConfig
+
+    node = OmegaConf.load(config_path)
+    model = node.get("model") if "model" in node else None
+    if model is None:
+        raise ValueError(f"{config_path}: no 'model' section")
+    d = OmegaConf.to_container(model, resolve=True)
+    d = {k: v for k, v in d.items() if not str(k).startswith("_")}
+    return ModelConfig.from_dict(d)
+
+
+def restore_params(root: Path, step: int) -> Any:
+    """The ``params`` subtree of the TrainState saved at ``step`` (host numpy arrays)."""
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.StandardCheckpointer()
+    state = ckptr.restore((root / str(step) / "state").absolute())
+    ckptr.close()
+    if not isinstance(state, dict) or "params" not in state:
+        raise ValueError(f"{root / str(step)}: saved state has no 'params' entry")
+    return jax.tree.map(np.asarray, state["params"])
+
+
+def load_for_inference(checkpoint: Optional[PathLike], step: Optional[int] = None):
+    """(ModelConfig, params) of a trained network.
+
+    Args:
+      checkpoint: run directory, checkpoint root or step directory.
+      step: a specific step (None: best kept by validation metric, else latest).
+
+    Returns:
+      (ModelConfig, params pytree).
+
+    Raises:
+      ValueError: if no checkpoint was given (there is no bundled pretrained model yet).
+      FileNotFoundError: if the location holds no checkpoint or config.
+    """
+    if checkpoint in (None, "", "null"):
+        raise ValueError(
+            "no checkpoint given: foldnet has no bundled pretrained model yet, so pass the run "
+            "directory of a `foldnet train` run, e.g. `checkpoint=runs/my_run`"
+        )
+    root, chosen, run_dir = resolve_checkpoint(checkpoint, step)
+    model_cfg = load_model_config(find_run_config(run_dir, root))
+    return model_cfg, restore_params(root, chosen)

@@ -1,0 +1,87 @@
+"""Time and peak memory of predicting one long chain (tiled network + folding), on CPU.
+
+Usage (from the repository root, FOLDNET_DATA pointing at the data bundle):
+  python scripts/bench_inference.py --id 3bgaA --preset tiny --crop 128 --stride 64
+  python scripts/bench_inference.py --id 3bgaA --preset base --fold-steps 100 --restarts 2
+
+The chain's sequence comes from promod3_structure_db/all_chains.fasta.gz (3bgaA has
+1,003 residues). The network has random weights of the chosen preset (time and
+memory do not depend on the values). Prints one JSON line: seconds for the first
+(compiling) and a second tiled pass, folding time, peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--id", default="3bgaA")
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--stride", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--fold-steps", type=int, default=0, help="0 = skip folding")
+    ap.add_argument("--restarts", type=int, default=2)
+    ap.add_argument("--nerf", default="pnerf")
+    args = ap.parse_args()
+
+    import jax
+
+    from foldnet.common.paths import data_root
+    from foldnet.data.fasta import iter_fasta, record_to_protein
+    from foldnet.inference.features import input_features
+    from foldnet.inference.predict import Predictor
+    from foldnet.inference.tiling import TilingConfig, window_batch
+    from foldnet.model import PRESETS, build_model
+
+    rec = next(r for r in iter_fasta(data_root() / "promod3_structure_db" / "all_chains.fasta.gz") if r.id == args.id)
+    prot = record_to_protein(rec)
+    feats = input_features(prot)
+    cfg = PRESETS[args.preset]
+    tiling = TilingConfig(crop_size=args.crop, stride=args.stride, batch_size=args.batch)
+    model = build_model(cfg)
+    params = model.init(jax.random.PRNGKey(0), window_batch(feats, [np.arange(16)]), train=False)["params"]
+    predictor = Predictor(cfg, params, tiling)
+    rss0 = _peak_rss_mb()
+    t0 = time.perf_counter()
+    dist = predictor.distributions(feats)
+    t1 = time.perf_counter()
+    del dist
+    dist = predictor.distributions(feats)
+    t2 = time.perf_counter()
+    out = {
+        "id": args.id, "length": len(prot), "preset": args.preset, "crop": args.crop, "stride": args.stride,
+        "windows": int(dist["num_windows"]), "network_first_s": round(t1 - t0, 2),
+        "network_second_s": round(t2 - t1, 2), "peak_rss_mb_before": round(rss0), "peak_rss_mb_network": round(_peak_rss_mb()),
+        "cpus": os.cpu_count(),
+    }
+    if args.fold_steps > 0:
+        from foldnet.structure import FoldConfig, fold
+
+        fc = FoldConfig(num_steps=args.fold_steps, num_restarts=args.restarts, nerf_method=args.nerf)
+        t3 = time.perf_counter()
+        res = fold(dist["dist_probs"], dist["phi_probs"], dist["psi_probs"], fc, 0, aatype=prot.aatype)
+        out["fold_s"] = round(time.perf_counter() - t3, 2)
+        out["fold_energy"] = float(res.energy)
+        out["peak_rss_mb_fold"] = round(_peak_rss_mb())
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
