@@ -1,0 +1,75 @@
+"""2D dilated ResNet over pair features (the distogram trunk).
+
+Pair features (AlphaFold-CASP13, Senior et al. 2020; RaptorX-Contact):
+the outer concatenation of projected 1D embeddings [e_i, e_j], a one-hot of
+the signed sequence separation ``residue_index_j - residue_index_i`` clipped
+at +-max_relpos, and log(1 + |i - j|). Dilations cycle through
+``config.dilations`` so the receptive field grows geometrically with depth.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from foldnet.model.config import ModelConfig
+from foldnet.model.layers import F32LayerNorm, ResidualBlock
+from foldnet.model.precision import Policy
+
+
+def relpos_features(residue_index: jnp.ndarray, max_relpos: int) -> jnp.ndarray:
+    """Sequence-separation features [B, N, N, 2*max_relpos + 2] (float32).
+
+    Args:
+      residue_index: [B, N] chain positions.
+      max_relpos: clip value of the signed separation one-hot.
+    Returns:
+      one-hot of clip(j - i, -max_relpos, max_relpos) and log(1 + |j - i|) / log(1 + 1000).
+    """
+    ri = residue_index.astype(jnp.int32)
+    d = ri[:, None, :] - ri[:, :, None]
+    onehot = jax.nn.one_hot(jnp.clip(d, -max_relpos, max_relpos) + max_relpos, 2 * max_relpos + 1)
+    logsep = jnp.log1p(jnp.abs(d).astype(jnp.float32))[..., None] / jnp.log(1001.0)
+    return jnp.concatenate([onehot, logsep], axis=-1)
+
+
+class ResNet2D(nn.Module):
+    """Pair representation [B, N, N, channels_2d] (float32) from 1D embeddings."""
+
+    config: ModelConfig
+    policy: Policy
+
+    @nn.compact
+    def __call__(self, emb_1d: jnp.ndarray, batch: dict, *, train: bool) -> jnp.ndarray:
+        """Args:
+          emb_1d: [B, N, C1] float32 from the 1D trunk.
+          batch: needs residue_index, seq_mask, pair_mask-independent (seq_mask defines padding).
+          train: enables dropout.
+        """
+        cfg, p = self.config, self.policy
+        seq_mask = batch["seq_mask"].astype(jnp.float32)
+        mask = (seq_mask[:, :, None] * seq_mask[:, None, :])[..., None]
+        half = max(cfg.channels_2d // 2, 1)
+        e = nn.Dense(half, dtype=p.compute_dtype, param_dtype=p.param_dtype, name="pair_proj")(
+            p.cast_compute(emb_1d)
+        )
+        n = e.shape[1]
+        outer = jnp.concatenate(
+            [
+                jnp.broadcast_to(e[:, :, None, :], e.shape[:2] + (n, half)),
+                jnp.broadcast_to(e[:, None, :, :], (e.shape[0], n, n, half)),
+            ],
+            axis=-1,
+        )
+        rel = p.cast_compute(relpos_features(batch["residue_index"], cfg.max_relpos))
+        x = jnp.concatenate([outer, rel], axis=-1)
+        x = nn.Dense(cfg.channels_2d, dtype=p.compute_dtype, param_dtype=p.param_dtype, name="input")(x)
+        x = x * mask.astype(x.dtype)
+        k = cfg.kernel_2d
+        for b in range(cfg.blocks_2d):
+            d = cfg.dilations[b % len(cfg.dilations)]
+            x = ResidualBlock(cfg.channels_2d, (k, k), d, cfg.dropout, p, name=f"block_{b}")(
+                x, mask, train=train
+            )
+        return F32LayerNorm(p, name="final_norm")(x) * mask

@@ -1,0 +1,1 @@
+"""Training: explicit state, the pure step, data parallelism, optimiser, loop."""
