@@ -130,7 +130,8 @@ def load_for_inference(checkpoint: Optional[PathLike], step: Optional[int] = Non
     """(ModelConfig, params) of a trained network.
 
     Args:
-      checkpoint: run directory, checkpoint root or step directory.
+      checkpoint: run directory, checkpoint root or step directory; None for the
+        bundled default model, ``pretrained:<name>`` for another shipped one.
       step: a specific step (None: best kept by validation metric, else latest).
 
     Returns:
@@ -140,11 +141,17 @@ def load_for_inference(checkpoint: Optional[PathLike], step: Optional[int] = Non
       ValueError: if no checkpoint was given (there is no bundled pretrained model yet).
       FileNotFoundError: if the location holds no checkpoint or config.
     """
+    from foldnet.inference import pretrained
+
     if checkpoint in (None, "", "null"):
-        raise ValueError(
-            "no checkpoint given: foldnet has no bundled pretrained model yet, so pass the run "
-            "directory of a `foldnet train` run, e.g. `checkpoint=runs/my_run`"
-        )
+        if pretrained.DEFAULT_MODEL not in pretrained.available():
+            raise ValueError(
+                "no checkpoint given and no bundled pretrained model found: pass the run "
+                "directory of a `foldnet train` run, e.g. `checkpoint=runs/my_run`"
+            )
+        return pretrained.load_pretrained(pretrained.DEFAULT_MODEL)
+    if str(checkpoint).startswith("pretrained:"):
+        return pretrained.load_pretrained(str(checkpoint).split(":", 1)[1])
     root, chosen, run_dir = resolve_checkpoint(checkpoint, step)
     model_cfg = load_model_config(find_run_config(run_dir, root))
     return model_cfg, restore_params(root, chosen)

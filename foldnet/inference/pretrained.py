@@ -1,0 +1,146 @@
+"""The pretrained weights shipped inside the package, and how they are made.
+
+A shipped model is a folder ``foldnet/pretrained/<name>/`` with
+
+* ``params.msgpack`` — the parameter pytree, ``flax.serialization.msgpack_serialize``
+  of host numpy arrays (a few MB; no Orbax needed to read it);
+* ``config.yaml``    — the training run's resolved config (its ``model`` node
+  rebuilds the network, the rest documents data, split and recipe);
+* ``manifest.json``  — name, step, data split, parameter count, the sha256 of
+  ``params.msgpack`` (checked on every load), and the validation metrics the
+  checkpoint reached.
+
+``foldnet predict`` / ``foldnet evaluate`` use ``DEFAULT_MODEL`` when no
+checkpoint is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from foldnet.common import atomic
+
+PathLike = Union[str, os.PathLike]
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+DEFAULT_MODEL = "foldnet-base-cpu"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def available() -> list[str]:
+    """Names of the shipped models."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "manifest.json").is_file())
+
+
+def model_dir(name: str = DEFAULT_MODEL) -> Path:
+    d = PRETRAINED_DIR / name
+    if not (d / "manifest.json").is_file():
+        raise FileNotFoundError(
+            f"no pretrained model {name!r} in {PRETRAINED_DIR} (available: {available() or 'none'}); "
+            "pass a training run with checkpoint=runs/<run>"
+        )
+    return d
+
+
+def load_manifest(name: str = DEFAULT_MODEL) -> dict[str, Any]:
+    return json.loads((model_dir(name) / "manifest.json").read_text())
+
+
+def load_pretrained(name: str = DEFAULT_MODEL):
+    """(ModelConfig, params) of a shipped model; the weights' checksum is verified.
+
+    Raises:
+      FileNotFoundError: if the model is not shipped.
+      ValueError: if params.msgpack does not match the manifest's sha256.
+    """
+    from flax import serialization
+
+    from foldnet.inference.checkpoint_io import load_model_config
+
+    d = model_dir(name)
+    manifest = json.loads((d / "manifest.json").read_text())
+    weights = d / "params.msgpack"
+    digest = _sha256(weights)
+    if digest != manifest["params_sha256"]:
+        raise ValueError(
+            f"{weights}: sha256 {digest} does not match the manifest ({manifest['params_sha256']}); "
+            "the file is damaged or was replaced"
+        )
+    params = serialization.msgpack_restore(weights.read_bytes())
+    return load_model_config(d / "config.yaml"), params
+
+
+def export_pretrained(
+    run: PathLike,
+    name: str,
+    step: Optional[int] = None,
+    out_root: PathLike = PRETRAINED_DIR,
+    extra: Optional[dict[str, Any]] = None,
+) -> Path:
+    """Package a training run's checkpoint as a shipped model folder.
+
+    Args:
+      run: training run directory (``<run>/checkpoints/<step>``, ``<run>/config.yaml``).
+      name: folder name under ``out_root``.
+      step: checkpoint step (None: best by validation if recorded, else latest).
+      out_root: where model folders live (default: the package's ``pretrained/``).
+      extra: additional manifest entries (e.g. the recipe's experiment name).
+
+    Returns:
+      The model folder. It is written beside the target and renamed into place,
+      so a failed export never leaves a half-written model.
+    """
+    import numpy as np
+    from flax import serialization
+    import jax
+
+    from foldnet.inference.checkpoint_io import find_run_config, resolve_checkpoint, restore_params
+
+    root, chosen, run_dir = resolve_checkpoint(run, step)
+    params = jax.tree.map(np.asarray, restore_params(root, chosen))
+    config_path = find_run_config(run_dir, root)
+    val = None
+    metrics_file = (run_dir or root.parent) / "metrics.jsonl"
+    if metrics_file.is_file():
+        for line in metrics_file.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("kind") == "val" and rec.get("step") == chosen:
+                val = {k: v for k, v in rec.items() if k not in ("kind", "step")}
+    out_root = Path(out_root)
+    final = out_root / name
+    tmp = out_root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    blob = serialization.msgpack_serialize(params)
+    (tmp / "params.msgpack").write_bytes(blob)
+    shutil.copyfile(config_path, tmp / "config.yaml")
+    manifest = {
+        "name": name,
+        "step": int(chosen),
+        "source_run": str(Path(run).name),
+        "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+        "params_sha256": hashlib.sha256(blob).hexdigest(),
+        "params_bytes": len(blob),
+        "validation_at_step": val,
+        **(extra or {}),
+    }
+    atomic.write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    if final.exists():
+        old = out_root / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
