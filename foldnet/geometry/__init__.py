@@ -1,0 +1,43 @@
+"""Differentiable geometry in pure jnp (f32): vectors, dihedrals, Kabsch, NeRF.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from foldnet import geometry
+  >>> tors = jnp.tile(jnp.deg2rad(jnp.array([-57.0, -47.0, 180.0])), (20, 1))  # alpha helix
+  >>> xyz = geometry.build_backbone(tors)          # [20, 5, 3] N, CA, C, O, CB
+"""
+
+from foldnet.geometry.dihedral import bond_angle, dihedral
+from foldnet.geometry.kabsch import kabsch, rmsd, superpose
+from foldnet.geometry.nerf import (
+    build_backbone,
+    chain_fragments,
+    chain_scan,
+    ideal_bond_angles,
+    ideal_bond_lengths,
+    internal_coordinates,
+    place_atom,
+    srf_point,
+)
+from foldnet.geometry.vectors import distance, norm, normalize, pairwise_distances, virtual_cb
+
+__all__ = [
+    "bond_angle",
+    "build_backbone",
+    "chain_fragments",
+    "chain_scan",
+    "dihedral",
+    "distance",
+    "ideal_bond_angles",
+    "ideal_bond_lengths",
+    "internal_coordinates",
+    "kabsch",
+    "norm",
+    "normalize",
+    "pairwise_distances",
+    "place_atom",
+    "rmsd",
+    "srf_point",
+    "superpose",
+    "virtual_cb",
+]

@@ -1,0 +1,294 @@
+"""Gradient-descent folding: predicted distributions -> backbone coordinates.
+
+The AlphaFold-CASP13 recipe (Senior et al. 2020, Nature 577:706) in JAX: the backbone is
+parameterised by its phi/psi torsions (omega fixed trans, Engh & Huber bonds and angles),
+built with NeRF (``foldnet.geometry.build_backbone``), scored by the potential of
+``foldnet.structure.potential`` and minimised with Adam (optax) under a cosine learning
+rate schedule. The whole descent is one ``lax.scan`` under ``jit``; restarts run in
+parallel with ``vmap``, each initialised by sampling the predicted torsion distributions
+(bin, then uniform within the bin) plus Gaussian noise. The lowest-energy restart wins.
+Everything is f32 and deterministic for a given seed.
+
+An optional Cartesian refinement then moves the N/CA/C coordinates directly under the
+same distogram, torsion and clash terms plus harmonic restraints on bond lengths, bond
+angles and omega (``FoldConfig.refine_steps``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from foldnet.common import residue_constants as rc
+from foldnet.common.protein import Protein
+from foldnet.geometry.nerf import build_backbone, ideal_bond_angles, ideal_bond_lengths, internal_coordinates, place_atom
+from foldnet.geometry.vectors import virtual_cb
+from foldnet.structure.config import FoldConfig
+from foldnet.structure.confidence import residue_confidence
+from foldnet.structure.potential import Potential, energy_terms, make_potential, total_energy
+
+_GLY = rc.RESTYPE_ORDER["G"]
+
+
+class FoldResult(NamedTuple):
+    """Output of ``fold``.
+
+    Attributes:
+      protein: the lowest-energy structure (N, CA, C, O; virtual CB for non-Gly), with
+        per-residue confidence (0-100) in ``b_factors``.
+      energy: its total (weighted) energy.
+      energy_terms: its unweighted terms {"distogram", "torsion", "clash"}.
+      all_energies: [R] final total energy of every restart.
+      confidence: [L] per-residue confidence (0-100), as in ``protein.b_factors``.
+      summary_confidence: mean per-residue confidence.
+      torsions: [L, 3] phi, psi, omega (radians) of the kept structure.
+      best_restart: index of the kept restart.
+    """
+
+    protein: Protein
+    energy: float
+    energy_terms: dict
+    all_energies: np.ndarray
+    confidence: np.ndarray
+    summary_confidence: float
+    torsions: np.ndarray
+    best_restart: int
+
+
+def sample_torsions(key: jax.Array, log_probs: jnp.ndarray, num: int, noise_rad: float) -> jnp.ndarray:
+    """Sample angles [num, L] from per-residue bin distributions, plus Gaussian noise.
+
+    Args:
+      key: PRNG key.
+      log_probs: [L, 36] log bin probabilities.
+      num: number of samples (restarts).
+      noise_rad: standard deviation of the added noise (radians).
+    Returns:
+      [num, L] angles in radians.
+    """
+    k_bin, k_in, k_noise = jax.random.split(key, 3)
+    length = log_probs.shape[0]
+    bins = jax.random.categorical(k_bin, log_probs, axis=-1, shape=(num, length))
+    width = 2.0 * math.pi / rc.NUM_TORSION_BINS
+    centre = jnp.asarray(rc.TORSION_CENTERS_RAD)[bins]
+    within = jax.random.uniform(k_in, (num, length), minval=-0.5 * width, maxval=0.5 * width)
+    return centre + within + noise_rad * jax.random.normal(k_noise, (num, length))
+
+
+def _torsions(phi: jnp.ndarray, psi: jnp.ndarray) -> jnp.ndarray:
+    return jnp.stack([phi, psi, jnp.full_like(phi, math.pi)], axis=-1)
+
+
+def _coords(phi: jnp.ndarray, psi: jnp.ndarray, config: FoldConfig) -> jnp.ndarray:
+    return build_backbone(_torsions(phi, psi), method=config.nerf_method, fragment_size=config.fragment_size)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def descend(
+    potential: Potential, phi0: jnp.ndarray, psi0: jnp.ndarray, config: FoldConfig
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, dict, jnp.ndarray]:
+    """Adam on the torsions of R restarts at once (vmapped ``lax.scan``).
+
+    Args:
+      potential: tables from ``make_potential``.
+      phi0, psi0: [R, L] initial torsions (radians).
+      config: schedule, weights, NeRF method.
+    Returns:
+      (phi [R, L], psi [R, L], final total energy [R], final terms {name: [R]},
+      energy trajectory [R, num_steps]).
+    """
+    schedule = optax.cosine_decay_schedule(config.learning_rate, config.num_steps, alpha=config.final_lr_fraction)
+    opt = optax.adam(schedule)
+
+    def energy(params):
+        coords = _coords(params[0], params[1], config)
+        terms = energy_terms(potential, coords, params[0], params[1], config)
+        return total_energy(terms, config), terms
+
+    def run(phi, psi):
+        params = jnp.stack([phi, psi])
+
+        def step(carry, _):
+            params, state = carry
+            (e, _), grad = jax.value_and_grad(energy, has_aux=True)(params)
+            # A non-finite gradient (never seen, but cheap to guard) skips the update.
+            grad = jnp.where(jnp.isfinite(grad), grad, 0.0)
+            updates, state = opt.update(grad, state, params)
+            return (optax.apply_updates(params, updates), state), e
+
+        (params, _), traj = lax.scan(step, (params, opt.init(params)), None, length=config.num_steps)
+        e, terms = energy(params)
+        return params[0], params[1], e, terms, traj
+
+    return jax.vmap(run)(phi0, psi0)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def refine_cartesian(potential: Potential, coords: jnp.ndarray, config: FoldConfig) -> jnp.ndarray:
+    """Adam on N/CA/C coordinates under the potential plus covalent-geometry restraints.
+
+    Restraints: ``refine_bond_weight * (sum (b - b0)^2 + sum (a - a0)^2 + sum (1 - cos(omega - pi)))``
+    over bonds (A), bond angles (rad) and peptide torsions, Engh & Huber targets.
+
+    Args:
+      potential: tables from ``make_potential``.
+      coords: [L, 5, 3] start structure.
+      config: refine_steps, refine_learning_rate, refine_bond_weight and the term weights.
+    Returns:
+      [L, 5, 3] refined N, CA, C, O (re-placed from psi) and virtual CB.
+    """
+    length = coords.shape[0]
+    b0 = ideal_bond_lengths(length)
+    a0 = ideal_bond_angles(length)
+
+    def full(x):
+        n, ca, c = x[:, 0], x[:, 1], x[:, 2]
+        tors, bonds, angles, mask = internal_coordinates(n, ca, c)
+        o = place_atom(n, ca, c, jnp.float32(rc.BOND_C_O), jnp.float32(math.radians(rc.ANGLE_CA_C_O)), tors[:, 1] + math.pi)
+        return jnp.stack([n, ca, c, o, virtual_cb(n, ca, c)], axis=1), tors, bonds, angles, mask
+
+    def energy(x):
+        xyz, tors, bonds, angles, mask = full(x)
+        terms = energy_terms(potential, xyz, tors[:, 0], tors[:, 1], config)
+        # The last residue's C-N(next) bond and angles do not exist (mask of omega).
+        inter = jnp.stack([jnp.ones(length), mask[:, 2], mask[:, 2]], axis=-1)
+        bonds_mask = jnp.stack([jnp.ones(length), jnp.ones(length), mask[:, 2]], axis=-1)
+        restraint = (
+            jnp.sum(bonds_mask * jnp.square(bonds - b0))
+            + jnp.sum(inter * jnp.square(angles - a0))
+            + jnp.sum(mask[:, 2] * (1.0 - jnp.cos(tors[:, 2] - math.pi)))
+        )
+        return total_energy(terms, config) + config.refine_bond_weight * restraint
+
+    opt = optax.adam(config.refine_learning_rate)
+    x0 = coords[:, :3]
+
+    def step(carry, _):
+        x, state = carry
+        grad = jax.grad(energy)(x)
+        grad = jnp.where(jnp.isfinite(grad), grad, 0.0)
+        updates, state = opt.update(grad, state, x)
+        return (optax.apply_updates(x, updates), state), None
+
+    (x, _), _ = lax.scan(step, (x0, opt.init(x0)), None, length=config.refine_steps)
+    return full(x)[0]
+
+
+def fold(
+    dist_probs: np.ndarray,
+    phi_probs: np.ndarray,
+    psi_probs: np.ndarray,
+    config: FoldConfig = FoldConfig(),
+    seed: int = 0,
+    *,
+    aatype: Optional[np.ndarray] = None,
+    residue_index: Optional[np.ndarray] = None,
+    reference: Optional[np.ndarray] = None,
+    id: str = "folded",
+    chain_id: str = "A",
+) -> FoldResult:
+    """Fold one chain from its predicted distogram and torsion distributions.
+
+    Args:
+      dist_probs: [L, L, 65] CB-CB distogram probabilities (``rc.DISTOGRAM_EDGES`` bins).
+      phi_probs, psi_probs: [L, 36] torsion-bin probabilities (``rc.TORSION_CENTERS_RAD``).
+      config: folding configuration.
+      seed: PRNG seed; same seed, same inputs -> same structure.
+      aatype: [L] residue types for the output Protein (unknown when None; Gly gets no CB).
+      residue_index: [L] residue numbers for the output (1..L when None).
+      reference: optional background distogram subtracted in log space (see
+        ``potential.distogram_table``), broadcastable to [L, L, 65].
+      id, chain_id: identifiers of the output Protein.
+    Returns:
+      FoldResult with the lowest-energy structure of ``config.num_restarts`` runs.
+
+    Example:
+      >>> from foldnet.structure import fold, FoldConfig
+      >>> result = fold(dist_probs, phi_probs, psi_probs, FoldConfig(num_restarts=4), seed=0)
+      >>> result.protein.atom_positions.shape   # (L, 5, 3)
+    """
+    dist_probs = np.asarray(dist_probs, np.float32)
+    length = dist_probs.shape[0]
+    if dist_probs.shape != (length, length, rc.NUM_DIST_BINS):
+        raise ValueError(f"fold: dist_probs must be [L, L, {rc.NUM_DIST_BINS}], got {dist_probs.shape}")
+    if length < 2:
+        raise ValueError(f"fold: need at least 2 residues, got {length}")
+    if not (np.all(np.isfinite(dist_probs)) and np.all(np.isfinite(phi_probs)) and np.all(np.isfinite(psi_probs))):
+        raise ValueError("fold: input probabilities contain NaN or inf")
+    phi_probs = np.asarray(phi_probs, np.float32)
+    psi_probs = np.asarray(psi_probs, np.float32)
+    for name, arr in (("phi_probs", phi_probs), ("psi_probs", psi_probs)):
+        if arr.shape != (length, rc.NUM_TORSION_BINS):
+            raise ValueError(f"fold: {name} must be [{length}, {rc.NUM_TORSION_BINS}], got {arr.shape}")
+    padded = -(-length // config.length_bucket) * config.length_bucket
+    pad = padded - length
+    residue_mask = np.concatenate([np.ones(length, np.float32), np.zeros(pad, np.float32)])
+    if pad:
+        uniform_t = np.full((pad, rc.NUM_TORSION_BINS), 1.0 / rc.NUM_TORSION_BINS, np.float32)
+        phi_p = np.concatenate([phi_probs, uniform_t])
+        psi_p = np.concatenate([psi_probs, uniform_t])
+        dist_p = np.full((padded, padded, rc.NUM_DIST_BINS), 1.0 / rc.NUM_DIST_BINS, np.float32)
+        dist_p[:length, :length] = dist_probs
+        if reference is not None and np.ndim(reference) == 3:
+            ref = np.full((padded, padded, rc.NUM_DIST_BINS), 1.0 / rc.NUM_DIST_BINS, np.float32)
+            ref[:length, :length] = reference
+            reference = ref
+    else:
+        phi_p, psi_p, dist_p = phi_probs, psi_probs, dist_probs
+    potential = make_potential(dist_p, phi_p, psi_p, config, reference, residue_mask)
+    key = jax.random.PRNGKey(seed)
+    k_phi, k_psi = jax.random.split(key)
+    noise = math.radians(config.init_noise_deg)
+    phi0 = sample_torsions(k_phi, potential.phi_log_probs, config.num_restarts, noise)
+    psi0 = sample_torsions(k_psi, potential.psi_log_probs, config.num_restarts, noise)
+    phi, psi, energies, terms, _ = descend(potential, phi0, psi0, config)
+    energies = np.asarray(energies)
+    best = int(np.argmin(np.where(np.isfinite(energies), energies, np.inf)))
+    best_phi, best_psi = phi[best], psi[best]
+    coords = _coords(best_phi, best_psi, config)[:length]
+    torsions = _torsions(best_phi, best_psi)[:length]
+    best_terms = {k: float(v[best]) for k, v in terms.items()}
+    best_energy = float(energies[best])
+    if config.refine_steps > 0:
+        if pad:  # refinement works on the real residues only
+            potential = make_potential(dist_probs, phi_probs, psi_probs, config, reference if reference is None or np.ndim(reference) < 3 else reference[:length, :length])
+        refined = refine_cartesian(potential, coords, config)
+        n, ca, c = refined[:, 0], refined[:, 1], refined[:, 2]
+        torsions = internal_coordinates(n, ca, c)[0]
+        rterms = energy_terms(potential, refined, torsions[:, 0], torsions[:, 1], config)
+        best_terms = {k: float(v) for k, v in rterms.items()}
+        best_energy = float(total_energy(rterms, config))
+        coords = refined
+    torsions = np.angle(np.exp(1j * np.asarray(torsions, np.float64))).astype(np.float32)
+    conf, summary = residue_confidence(dist_probs, config.min_separation, config.confidence_contact_cutoff)
+    aatype = np.full(length, rc.UNK_INDEX, np.int32) if aatype is None else np.asarray(aatype, np.int32)
+    if aatype.shape != (length,):
+        raise ValueError(f"fold: aatype must be [{length}], got {aatype.shape}")
+    atom_mask = np.ones((length, rc.NUM_ATOMS), np.float32)
+    atom_mask[:, rc.CB_IDX] = (aatype != _GLY).astype(np.float32)
+    protein = Protein(
+        id=id,
+        aatype=aatype,
+        atom_positions=np.asarray(coords, np.float32),
+        atom_mask=atom_mask,
+        residue_index=np.arange(1, length + 1, dtype=np.int32) if residue_index is None else np.asarray(residue_index, np.int32),
+        chain_id=chain_id,
+        b_factors=conf,
+    )
+    return FoldResult(
+        protein=protein,
+        energy=best_energy,
+        energy_terms=best_terms,
+        all_energies=energies,
+        confidence=conf,
+        summary_confidence=summary,
+        torsions=torsions,
+        best_restart=best,
+    )

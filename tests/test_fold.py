@@ -1,0 +1,225 @@
+"""Structure module: config, potential terms (hand values), confidence, folding real chains."""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from foldnet.common import geometry_np
+from foldnet.common import residue_constants as rc
+from foldnet.data.proteinnet import iter_proteinnet
+from foldnet.geometry import distance, rmsd
+from foldnet.structure import (
+    FoldConfig,
+    energy_terms,
+    fold,
+    make_potential,
+    refine_cartesian,
+    residue_confidence,
+    true_distributions,
+)
+from foldnet.structure import potential as pot
+from foldnet.structure._tmscore import tm_score
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "fold"
+FAST = FoldConfig(num_restarts=4, num_steps=200, learning_rate=0.15)
+
+
+def _compose(name):
+    node = OmegaConf.load(CONFIGS / f"{name}.yaml")
+    defaults = node.pop("defaults", [])
+    merged = OmegaConf.create()
+    for d in defaults:
+        merged = OmegaConf.merge(merged, node if d == "_self_" else _compose(d))
+    return merged if defaults else node
+
+
+def test_yaml_configs_match_the_dataclass():
+    default = FoldConfig.from_dict(OmegaConf.to_container(_compose("default")))
+    assert default == FoldConfig()  # every field present in default.yaml, with the same value
+    assert set(OmegaConf.load(CONFIGS / "default.yaml")) == {f.name for f in dataclasses.fields(FoldConfig)}
+    fast = FoldConfig.from_dict(OmegaConf.to_container(_compose("fast")))
+    assert fast == FAST
+    with pytest.raises(ValueError, match="unknown keys"):
+        FoldConfig.from_dict({"num_restart": 3})
+    with pytest.raises(ValueError, match="num_steps"):
+        FoldConfig(num_steps=0)
+    with pytest.raises(ValueError, match="nerf_method"):
+        FoldConfig(nerf_method="loop")
+
+
+def _probs(L, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.dirichlet(np.ones(rc.NUM_DIST_BINS), (L, L)).astype(np.float32),
+            rng.dirichlet(np.ones(36), L).astype(np.float32), rng.dirichlet(np.ones(36), L).astype(np.float32))
+
+
+def test_distogram_spline_hand_values():
+    p = np.full((1, 1, rc.NUM_DIST_BINS), 1e-3, np.float32)
+    p[0, 0, 20] = 1.0 - 1e-3 * (rc.NUM_DIST_BINS - 1)
+    table = pot.distogram_table(jnp.asarray(p), eps=1e-8)  # no envelope
+    flat, off = table.reshape(-1), jnp.zeros(1, jnp.int32)
+
+    energy = jax.jit(lambda d: pot.spline_energy(flat, off, d))
+
+    def e(d):
+        return float(energy(jnp.array([d], jnp.float32))[0])
+
+    v = -np.log(p[0, 0] + 1e-8)
+    for k in (0, 5, 20, 21, 40, 63):  # the spline passes through the knots at the bin centres
+        assert e(float(rc.DISTOGRAM_CENTERS[k])) == pytest.approx(v[k], abs=1e-4)
+    # Beyond the overflow knot (centre_63 + 2 bin widths) it is flat at the overflow value.
+    for d in (22.6, 25.0, 60.0):
+        assert e(d) == pytest.approx(v[64], abs=1e-4)
+    # Minimum at the probable bin; C1: the slope is continuous across a knot.
+    assert min(e(d) for d in np.linspace(2.2, 21.8, 200)) == pytest.approx(v[20], abs=1e-3)
+    grad = jax.jit(jax.grad(lambda d: pot.spline_energy(flat, off, d[None])[0]))
+    for k in (20, 22):  # the one-sided slopes meet at a knot (they would differ by ~1 for linear interpolation)
+        c = float(rc.DISTOGRAM_CENTERS[k])
+        left, right = float(grad(jnp.float32(c - 2e-5))), float(grad(jnp.float32(c + 2e-5)))
+        assert left == pytest.approx(right, abs=0.02)
+
+
+def test_laplace_envelope_hand_values():
+    v = jnp.array([[0.0, 10.0, 10.0, 10.0, 1.0, 10.0]])
+    s = 1.0 / rc.DISTOGRAM_BIN_WIDTH  # slope 1 per knot
+    np.testing.assert_allclose(np.asarray(pot.laplace_envelope(v, s)), [[0.0, 1.0, 2.0, 2.0, 1.0, 2.0]], atol=1e-6)
+
+
+def test_torsion_and_clash_terms_hand_values():
+    one_hot = np.zeros((2, 36), np.float32)
+    one_hot[:, 12] = 1.0  # bin centre -55 degrees
+    lp = jax.jit(pot.torsion_log_probs, static_argnums=1)(jnp.asarray(one_hot), 1e-8)
+    mu = float(rc.TORSION_CENTERS_RAD[12])
+    e = pot.torsion_energy(jnp.array([mu, mu + 2 * math.pi]), lp, 30.0)
+    np.testing.assert_allclose(np.asarray(e), 0.0, atol=1e-4)  # zero at the centre, periodic
+    off = pot.torsion_energy(jnp.array([mu + 0.3]), lp, 30.0)
+    assert float(off[0]) == pytest.approx(30.0 * (1 - math.cos(0.3)), rel=1e-3)
+    x = jnp.array([[0.0, 0, 0], [3.0, 0, 0], [10.0, 0, 0]])
+    clash = pot.clash_energy(x, jnp.array([0, 0]), jnp.array([1, 2]), 3.8)
+    np.testing.assert_allclose(np.asarray(clash), [0.8**2, 0.0], atol=1e-5)
+
+
+def test_energy_invariant_under_rigid_motion_and_finite_gradient(native_chains):
+    p = geometry_np.with_virtual_cb(native_chains[0].select(np.arange(24)))
+    L = len(p)
+    d, ph, ps = _probs(L)
+    cfg = FoldConfig()
+    potential = make_potential(d, ph, ps, cfg)
+    tors = jnp.asarray(np.nan_to_num(geometry_np.backbone_torsions(p)[0]))
+    x = jnp.asarray(p.atom_positions)
+    rot = jnp.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    terms = jax.jit(lambda y: energy_terms(potential, y, tors[:, 0], tors[:, 1], cfg))
+    a = terms(x)
+    b = terms(x @ rot.T + 7.0)
+    for k in ("distogram", "torsion", "clash"):
+        assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-4, abs=1e-3)
+    # Gradient w.r.t. coordinates (NeRF gradients are tested in test_nerf.py), including a
+    # pair of coincident CB atoms, the degenerate case of the distance.
+    x_bad = x.at[5, 4].set(x[9, 4])
+    g = jax.jit(jax.grad(lambda y: pot.total_energy(energy_terms(potential, y, tors[:, 0], tors[:, 1], cfg), cfg)))(x_bad)
+    assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
+
+
+def test_confidence_hand_values():
+    L = 12
+    one_hot = np.zeros((L, L, rc.NUM_DIST_BINS), np.float32)
+    one_hot[..., 10] = 1.0
+    conf, summary = residue_confidence(one_hot)
+    np.testing.assert_allclose(conf, 100.0, atol=1e-3)
+    uniform = np.full((L, L, rc.NUM_DIST_BINS), 1.0 / rc.NUM_DIST_BINS, np.float32)
+    conf, summary = residue_confidence(uniform)
+    np.testing.assert_allclose(conf, 0.0, atol=1e-3)
+    # Mixed: pairs within residues 0-7 sharp, everything else uniform.
+    mixed = uniform.copy()
+    mixed[:8, :8] = one_hot[:8, :8]
+    conf, _ = residue_confidence(mixed)
+    assert conf[:8].min() > 50.0 and conf[8:].max() < 1e-3
+
+
+@pytest.fixture(scope="module")
+def native_chains(data_root):
+    """The first two ProteinNet test chains of 50-64 residues (one folding compilation)."""
+    out = [p for p in iter_proteinnet(data_root / "proteinnet" / "testing.gz") if 50 <= len(p) <= 64]
+    return out[:2]
+
+
+@pytest.fixture(scope="module")
+def folded(native_chains):
+    results = []
+    for p in native_chains:
+        d, ph, ps = true_distributions(p)
+        results.append(fold(d, ph, ps, FAST, seed=0, aatype=p.aatype, id=p.id))
+    return results
+
+
+def test_fold_recovers_native_from_true_distributions(native_chains, folded):
+    assert len(native_chains) == 2
+    for p, r in zip(native_chains, folded):
+        pred = r.protein.atom_positions[:, 1]
+        nat = p.atom_positions[:, 1]
+        tm = tm_score(pred, nat)
+        mirror = tm_score(pred * np.array([1.0, 1.0, -1.0]), nat)
+        assert tm >= 0.8, (p.id, tm)
+        assert tm > mirror + 0.2, (p.id, tm, mirror)  # not the mirror image
+        assert float(rmsd(jnp.asarray(pred), jnp.asarray(nat))) < 3.0
+
+
+def test_fold_result_contents(native_chains, folded):
+    p, r = native_chains[0], folded[0]
+    L = len(p)
+    prot = r.protein
+    assert prot.atom_positions.shape == (L, 5, 3) and prot.id == p.id
+    assert r.all_energies.shape == (FAST.num_restarts,)
+    assert r.energy == pytest.approx(float(r.all_energies.min()), rel=1e-5)
+    assert r.best_restart == int(np.argmin(r.all_energies))
+    assert set(r.energy_terms) == {"distogram", "torsion", "clash"}
+    total = sum(getattr(FAST, f"weight_{k}") * v for k, v in r.energy_terms.items())
+    assert total == pytest.approx(r.energy, rel=1e-4)
+    np.testing.assert_array_equal(prot.b_factors, r.confidence)
+    assert 0.0 <= r.confidence.min() and r.confidence.max() <= 100.0
+    gly = p.aatype == rc.RESTYPE_ORDER["G"]
+    np.testing.assert_array_equal(prot.atom_mask[:, rc.CB_IDX], (~gly).astype(np.float32))
+    # Ideal covalent geometry and trans peptides in the output.
+    x = jnp.asarray(prot.atom_positions)
+    np.testing.assert_allclose(np.asarray(distance(x[:-1, 2], x[1:, 0])), rc.BOND_C_N, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(distance(x[:, 2], x[:, 3])), rc.BOND_C_O, atol=1e-3)
+    np.testing.assert_allclose(np.abs(r.torsions[:-1, 2]), math.pi, atol=1e-4)
+
+
+def test_fold_is_deterministic_per_seed(native_chains, folded):
+    p = native_chains[0]
+    d, ph, ps = true_distributions(p)
+    again = fold(d, ph, ps, FAST, seed=0, aatype=p.aatype)
+    np.testing.assert_array_equal(again.protein.atom_positions, folded[0].protein.atom_positions)
+    np.testing.assert_array_equal(again.all_energies, folded[0].all_energies)
+
+
+def test_cartesian_refinement_keeps_geometry(native_chains, folded):
+    p, r = native_chains[0], folded[0]
+    d, ph, ps = true_distributions(p)
+    cfg = FAST.replace(refine_steps=30, refine_learning_rate=0.01)
+    potential = make_potential(d, ph, ps, cfg)
+    x = jnp.asarray(r.protein.atom_positions)
+    y = refine_cartesian(potential, x, cfg)
+    assert bool(jnp.all(jnp.isfinite(y)))
+    assert float(rmsd(y[:, 1], x[:, 1])) < 1.0  # a small polish, not a refold
+    np.testing.assert_allclose(np.asarray(distance(y[:, 0], y[:, 1])), rc.BOND_N_CA, atol=0.05)
+    assert tm_score(np.asarray(y[:, 1]), p.atom_positions[:, 1]) >= 0.8
+
+
+def test_fold_rejects_bad_input():
+    d, ph, ps = _probs(8)
+    with pytest.raises(ValueError, match="dist_probs"):
+        fold(d[:, :7], ph, ps, FAST)
+    with pytest.raises(ValueError, match="phi_probs"):
+        fold(d, ph[:, :30], ps, FAST)
+    bad = d.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fold(bad, ph, ps, FAST)
