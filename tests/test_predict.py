@@ -148,18 +148,30 @@ def test_find_alignment_order(tmp_path):
     assert features.find_alignment(None, "q") is None
 
 
-def test_cli_without_checkpoint_exits_2(workdir):
+def test_cli_without_checkpoint_uses_bundled_model_or_explains(workdir, tmp_path, monkeypatch):
+    """No checkpoint: the bundled model is used; with none shipped, exit 2 with a clear message."""
     import os
     import subprocess
     from pathlib import Path
 
+    from foldnet.inference import pretrained
+    from foldnet.inference.checkpoint_io import load_for_inference
+
+    cfg, params = load_for_inference(None)  # the shipped default, checksum verified
+    assert cfg.name and len(params) > 0
+
+    # A checkout without the shipped model (an empty pretrained dir) must explain itself.
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "none")
+    with pytest.raises(ValueError, match="no bundled pretrained model"):
+        load_for_inference(None)
+
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(repo), JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "foldnet.cli.main", "predict", f"input={workdir / 'in.fasta'}",
-           f"out_dir={workdir / 'cli'}", "fold.num_steps=5"]
+    cmd = [sys.executable, "-m", "foldnet.cli.main", "predict", f"input={workdir / 'missing.fasta'}",
+           f"out_dir={workdir / 'cli'}"]
     res = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
-    assert "no bundled pretrained model" in res.stderr and "checkpoint=runs/my_run" in res.stderr
+    assert "missing.fasta does not exist" in res.stderr
     assert not (workdir / "cli").exists() and not (workdir / "outputs").exists()
 
 
@@ -168,13 +180,6 @@ def test_failures_are_counted(single_run):
 
     assert [r.ok for r in single_run] == [True, False]
     assert RecordResult("x", ok=False, error="boom").line() == "x: FAILED: boom"
-
-
-def test_missing_checkpoint_is_explained(workdir):
-    cfg = _cfg(workdir, "none")
-    cfg.checkpoint = None
-    with pytest.raises(ValueError, match="no bundled pretrained model"):
-        predict(cfg)
 
 
 def test_checkpoint_locations(workdir, tmp_path):

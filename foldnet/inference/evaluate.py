@@ -537,14 +537,24 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if {"single", "profile"} & set(cfg.methods):
         from foldnet.inference.checkpoint_io import load_for_inference, resolve_checkpoint
 
-        if cfg.checkpoint in (None, "", "null"):
-            raise ValueError(
-                "evaluate: methods single/profile need checkpoint=<training run dir> (no bundled "
-                "pretrained model yet); or run only the baselines with methods=[prior,true_distogram]"
-            )
-        root, step, run_dir = resolve_checkpoint(cfg.checkpoint, cfg.step)
-        model = load_for_inference(cfg.checkpoint, cfg.step)
-        ckpt_id = f"{root}:{step}"
+        from foldnet.inference import pretrained
+
+        if cfg.checkpoint in (None, "", "null") or str(cfg.checkpoint).startswith("pretrained:"):
+            # The bundled model (or another shipped one): identified by its weights' checksum.
+            name = str(cfg.checkpoint or "").partition("pretrained:")[2] or pretrained.DEFAULT_MODEL
+            if name not in pretrained.available():
+                raise ValueError(
+                    f"evaluate: methods single/profile need a network: no bundled model {name!r} found; "
+                    "pass checkpoint=<training run dir>, or run only the baselines with "
+                    "methods=[prior,true_distogram]"
+                )
+            model = pretrained.load_pretrained(name)
+            run_dir = pretrained.model_dir(name)  # holds the run's prior.npz
+            ckpt_id = f"pretrained:{name}:{pretrained.load_manifest(name)['params_sha256'][:16]}"
+        else:
+            root, step, run_dir = resolve_checkpoint(cfg.checkpoint, cfg.step)
+            model = load_for_inference(cfg.checkpoint, cfg.step)
+            ckpt_id = f"{root}:{step}"
     prior = load_prior(cfg, run_dir) if "prior" in cfg.methods else None
     setup = (model, cfg.tiling, prior, make_fold_config(cfg.fold), tuple(cfg.methods), cfg.seed, cfg.compilation_cache_dir)
     fingerprint = settings_fingerprint(cfg, ckpt_id)

@@ -6,6 +6,7 @@ A shipped model is a folder ``foldnet/pretrained/<name>/`` with
   of host numpy arrays (a few MB; no Orbax needed to read it);
 * ``config.yaml``    — the training run's resolved config (its ``model`` node
   rebuilds the network, the rest documents data, split and recipe);
+* ``prior.npz``      — the run's sequence-separation / residue-type priors (baselines);
 * ``manifest.json``  — name, step, data split, parameter count, the sha256 of
   ``params.msgpack`` (checked on every load), and the validation metrics the
   checkpoint reached.
@@ -124,6 +125,11 @@ def export_pretrained(
     blob = serialization.msgpack_serialize(params)
     (tmp / "params.msgpack").write_bytes(blob)
     shutil.copyfile(config_path, tmp / "config.yaml")
+    # The run's baselines (separation / residue-type priors fitted on its training split)
+    # travel with the weights, so `foldnet evaluate` compares against the same prior.
+    prior = (run_dir or root.parent) / "prior.npz"
+    if prior.is_file():
+        shutil.copyfile(prior, tmp / "prior.npz")
     manifest = {
         "name": name,
         "step": int(chosen),

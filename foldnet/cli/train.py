@@ -1,0 +1,49 @@
+"""``foldnet train [key=value ...]``: thin hydra entry point over :func:`foldnet.train.loop.train`.
+
+Config: ``configs/train.yaml`` (groups data/, model/, optim/, parallel/, experiment/,
+debug/), typed by ``foldnet.train.config.TrainConfig``. Exit status 1 when the run
+stops on non-finite losses, 2 when a data split is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from foldnet.train.config import register_configs
+
+# An absolute path: hydra resolves a relative one against the *module* when run with -m.
+_CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
+
+register_configs()
+
+
+@hydra.main(config_path=_CONFIGS, config_name="train", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    from foldnet.train.loop import NonFiniteLossError, train
+
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
+    try:
+        summary = train(cfg)
+    except NonFiniteLossError as e:
+        print(f"foldnet train: {e}", file=sys.stderr)
+        raise SystemExit(1) from e
+    except FileNotFoundError as e:
+        print(f"foldnet train: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+    keys = ("run_dir", "steps_done", "seconds", "crops_per_s", "final_train_loss", "val", "baseline", "beats_baseline")
+    print(json.dumps({k: summary.get(k) for k in keys}, indent=2, default=str))
+
+
+def main() -> None:
+    """Console entry point (``foldnet train key=value ...``)."""
+    _app()
+
+
+if __name__ == "__main__":
+    main()

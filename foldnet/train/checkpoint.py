@@ -1,0 +1,206 @@
+"""Checkpoints with Orbax: train state + loader position, last K and best by validation.
+
+Each checkpoint step directory holds two items (``ocp.args.Composite``):
+
+* ``state``  - the whole :class:`TrainState` pytree (step, params, opt_state, rng,
+  skip counters) through ``StandardSave``; restoring against the abstract
+  state of a freshly built TrainState gives the same tree, dtypes and shardings.
+* ``loader`` - the data loader's ``state_dict()`` as JSON (``JsonSave``), so a
+  resumed run draws exactly the batches the interrupted one would have drawn.
+
+Retention (``preservation_policy``): the union of the latest ``keep_last``
+checkpoints and the ``keep_best`` checkpoints with the lowest validation metric
+(``best_metric``, saved as the step's ``metrics``). Checkpoints saved without
+metrics are kept only while they are among the latest.
+
+Atomicity: Orbax writes a step into ``<dir>/<step>.orbax-checkpoint-tmp`` (see
+``orbax/checkpoint/_src/path/atomicity.py``, ``TMP_DIR_SUFFIX``) and renames it
+to ``<dir>/<step>`` only after every item is written and committed, so a crash
+mid-save leaves no directory that ``latest_step()`` would pick up; leftover temp
+directories are removed in the background when the manager opens
+(``cleanup_tmp_directories``; Orbax finishes that before the next save).
+Multi-host: every process calls ``save``/``restore``; Orbax coordinates who
+writes (the primary host writes metadata, each host its array shards).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+_LOADER_EMPTY = {"__empty__": True}
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    """When and what to checkpoint.
+
+    Attributes:
+      every_steps: save every this many steps (and always at the end of training).
+      keep_last: keep the latest this many checkpoints.
+      keep_best: also keep this many checkpoints with the best validation metric.
+      best_metric: validation metric that ranks checkpoints (lower is better).
+      resume: restore the latest checkpoint of the run directory if there is one.
+      async_save: write in a background thread (Orbax async checkpointing).
+    """
+
+    every_steps: int = 200
+    keep_last: int = 2
+    keep_best: int = 1
+    best_metric: str = "dist_nll"
+    resume: bool = True
+    async_save: bool = False
+
+
+def _key_to_data(tree: Any) -> tuple[Any, Any]:
+    """Typed PRNG keys cannot be written as plain arrays: store their uint32 data.
+
+    Returns the converted tree and a same-structure tree of booleans saying which
+    leaves were typed keys (to re-wrap them on restore).
+    """
+    is_key = jax.tree.map(
+        lambda x: isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key), tree
+    )
+    data = jax.tree.map(lambda x, k: jax.random.key_data(x) if k else x, tree, is_key)
+    return data, is_key
+
+
+class Checkpointer:
+    """Save / restore TrainState + loader position in ``directory`` with Orbax.
+
+    Args:
+      directory: checkpoint root (``<run_dir>/checkpoints``).
+      cfg: retention and timing options.
+    """
+
+    def __init__(self, directory: str | os.PathLike, cfg: CheckpointConfig):
+        self.directory = Path(directory).absolute()
+        self.cfg = cfg
+        if cfg.keep_last < 1:
+            raise ValueError(f"checkpoint.keep_last must be >= 1, got {cfg.keep_last}")
+        metric = cfg.best_metric
+        policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=cfg.keep_last)]
+        if cfg.keep_best > 0:
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=lambda m: float(m[metric]),
+                    # BestN sorts ascending and keeps the tail; reverse=True keeps the lowest.
+                    reverse=True,
+                    n=cfg.keep_best,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            # The loop decides when to save (every_steps, end of run); Orbax must not skip.
+            save_interval_steps=1,
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=cfg.async_save,
+            cleanup_tmp_directories=True,
+            create=True,
+        )
+        self._mngr = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "loader"))
+
+    def latest_step(self) -> Optional[int]:
+        """The newest finished checkpoint step, or None."""
+        return self._mngr.latest_step()
+
+    def best_step(self) -> Optional[int]:
+        """The kept checkpoint with the lowest ``best_metric``, or None if none has metrics."""
+        steps = [i for i in self._mngr._checkpoints if i.metrics is not None]  # noqa: SLF001
+        if not steps:
+            return None
+        return min(steps, key=lambda i: float(i.metrics[self.cfg.best_metric])).step
+
+    def all_steps(self) -> list[int]:
+        """All kept checkpoint steps, ascending."""
+        return sorted(self._mngr.all_steps())
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        loader_state: Optional[Mapping[str, Any]],
+        metrics: Optional[Mapping[str, float]] = None,
+    ) -> bool:
+        """Write one checkpoint (all processes call this).
+
+        Args:
+          step: training step the state has reached.
+          state: TrainState (unreplicated or globally sharded arrays).
+          loader_state: ``loader.state_dict()`` (JSON-serialisable), or None.
+          metrics: validation metrics of this step (ranks it for ``keep_best``), or None.
+
+        Returns:
+          True if a checkpoint was written (False if this step already exists).
+        """
+        if step in self._mngr.all_steps():
+            return False
+        data, _ = _key_to_data(state)
+        m = None
+        if metrics is not None and self.cfg.best_metric in metrics:
+            m = {self.cfg.best_metric: float(metrics[self.cfg.best_metric])}
+        return self._mngr.save(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(data),
+                loader=ocp.args.JsonSave(dict(loader_state) if loader_state is not None else _LOADER_EMPTY),
+            ),
+            metrics=m,
+            force=True,
+        )
+
+    def restore(self, step: Optional[int], abstract_state: Any) -> tuple[Any, Optional[dict]]:
+        """Read a checkpoint back into the structure of ``abstract_state``.
+
+        Args:
+          step: which step (None = latest).
+          abstract_state: a TrainState of the same structure (concrete arrays or
+            ``jax.ShapeDtypeStruct``s); its shardings place the restored arrays.
+
+        Returns:
+          (restored state, loader state dict or None).
+        """
+        if step is None:
+            step = self.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
+        data_template, is_key = _key_to_data(abstract_state)
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, data_template)
+        restored = self._mngr.restore(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(target), loader=ocp.args.JsonRestore()),
+        )
+        state = jax.tree.map(lambda x, k: jax.random.wrap_key_data(x) if k else x, restored.state, is_key)
+        loader_state = dict(restored.loader) if restored.loader is not None else None
+        if loader_state == _LOADER_EMPTY:
+            loader_state = None
+        return state, loader_state
+
+    def wait(self) -> None:
+        """Block until an async save has finished."""
+        self._mngr.wait_until_finished()
+
+    def close(self) -> None:
+        self._mngr.wait_until_finished()
+        self._mngr.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def tree_equal(a: Any, b: Any) -> bool:
+    """True when two pytrees have the same structure and bit-identical leaves."""
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    if ta != tb:
+        return False
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))

@@ -1,0 +1,147 @@
+"""The typed config of ``foldnet train``, and the one place that registers the schemas.
+
+``TrainConfig`` composes the group schemas that live next to their code
+(``DataConfig`` in foldnet/data/config.py, ``ModelConfig`` in
+foldnet/model/config.py, ``OptimConfig`` in foldnet/train/optim.py,
+``ParallelConfig`` in foldnet/train/parallel.py) with the loop's own sections
+(validation, checkpoints, logging). ``register_configs`` stores it in hydra's
+ConfigStore as ``train_schema`` (``configs/train.yaml`` lists it first in its
+defaults), so every YAML value and every command-line override is type-checked
+against the dataclasses (a typo'd key or a string for an int fails at compose
+time, before anything runs).
+
+The model/optim/parallel dataclasses are frozen (immutable once built), which
+OmegaConf turns into read-only nodes; ``_unfrozen`` clears that flag on the
+schema node so YAML groups and ``key=value`` overrides can still set them.
+``to_train_config`` turns the composed DictConfig back into the dataclasses
+(the frozen ones run their own ``__post_init__`` validation there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from foldnet.data.config import DataConfig
+from foldnet.model.config import ModelConfig
+from foldnet.train.checkpoint import CheckpointConfig
+from foldnet.train.optim import OptimConfig
+from foldnet.train.parallel import ParallelConfig
+from foldnet.train.validate import ValConfig
+
+
+@dataclass
+class LoggingConfig:
+    """What the loop writes.
+
+    Attributes:
+      every_steps: write a "train" line (means over the interval) every this many steps.
+      tensorboard: also write TensorBoard events to ``<run_dir>/tb``.
+      progress: show a tqdm progress bar (loss, crops/s) on process 0.
+      curves: write ``<run_dir>/curves.png`` at the end of the run.
+    """
+
+    every_steps: int = 10
+    tensorboard: bool = True
+    progress: bool = True
+    curves: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Root config of ``foldnet train`` (configs/train.yaml).
+
+    Attributes:
+      data_root: where raw data lives (``${oc.env:FOLDNET_DATA,data}``).
+      run_dir: output folder (config.yaml, metrics.jsonl, tb/, checkpoints/, curves.png).
+      seed: model init, dropout and data order.
+      steps: total training steps (the learning-rate schedule's length).
+      max_minutes: stop after this much wall time (<= 0: no limit); the run then
+        validates, checkpoints and exits normally (a time-budgeted run).
+      halt_at_step: stop right after this step WITHOUT the final validation and
+        checkpoint, as a crash / preemption would (tests of exact resume); null = never.
+      nan_steps: debugging: poison the first example of the batch of these steps
+        with NaN (exercises the non-finite guard).
+      compilation_cache_dir: JAX persistent compilation cache for this run (null = off):
+        a resumed or repeated run loads its compiled steps instead of recompiling.
+      data, model, optim, parallel: the group configs.
+      val, checkpoint, logging: the loop's sections.
+    """
+
+    data_root: str = "data"
+    run_dir: str = MISSING
+    seed: int = 0
+    steps: int = 1000
+    max_minutes: float = 0.0
+    halt_at_step: Optional[int] = None
+    nan_steps: list[int] = field(default_factory=list)
+    compilation_cache_dir: Optional[str] = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def _unfrozen(node: Any) -> Any:
+    """Clear the read-only flag OmegaConf puts on nodes built from frozen dataclasses."""
+    node._set_flag("readonly", None)  # noqa: SLF001 - no public API clears an inherited flag
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            _unfrozen(node._get_node(key))  # noqa: SLF001
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            _unfrozen(node._get_node(i))  # noqa: SLF001
+    return node
+
+
+def train_schema() -> DictConfig:
+    """``TrainConfig`` as a typed, writable DictConfig (what the ConfigStore holds)."""
+    return _unfrozen(OmegaConf.structured(TrainConfig))
+
+
+def register_configs() -> None:
+    """Register every schema ``foldnet train`` composes (idempotent).
+
+    Names: ``train_schema`` (root) and one ``<group>/<group>_schema`` per group,
+    which a group's YAML may list in its own defaults to be validated on its own.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    from foldnet.data.config import register_configs as register_data
+
+    register_data()  # data/data_schema + build_dataset_schema
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=train_schema())
+    for group, cls in (("model", ModelConfig), ("optim", OptimConfig), ("parallel", ParallelConfig)):
+        cs.store(group=group, name=f"{group}_schema", node=_unfrozen(OmegaConf.structured(cls)))
+
+
+def to_train_config(cfg: Any) -> TrainConfig:
+    """A composed config (DictConfig / dict / TrainConfig) -> validated ``TrainConfig``.
+
+    Args:
+      cfg: the hydra config of ``foldnet train``.
+
+    Returns:
+      The TrainConfig with nested dataclasses (interpolations resolved).
+    """
+    if isinstance(cfg, TrainConfig):
+        return cfg
+    merged = OmegaConf.merge(train_schema(), cfg)
+    obj = OmegaConf.to_object(merged)
+    assert isinstance(obj, TrainConfig)
+    return obj
+
+
+def to_yaml(cfg: Any) -> str:
+    """The resolved config as YAML (what ``<run_dir>/config.yaml`` holds)."""
+    if isinstance(cfg, TrainConfig):
+        node = OmegaConf.structured(cfg)
+    else:
+        node = OmegaConf.merge(train_schema(), cfg)
+    return OmegaConf.to_yaml(node, resolve=True)

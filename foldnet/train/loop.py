@@ -1,0 +1,347 @@
+"""The training loop: ``train(cfg) -> summary``, a plain function of a typed config.
+
+What it does, in order:
+
+1. (multi-host) ``jax.distributed.initialize`` when ``parallel.distributed``;
+   process 0 is the only writer of logs, the config and the summary.
+2. Writes the resolved config to ``<run_dir>/config.yaml``.
+3. Builds the training loader (this process's shard of every global batch),
+   the model, optimiser and ``TrainState`` (``create_train_state``), and the
+   parallel step (``parallelize_train_step``: none / shard_map / pmap).
+4. Resumes from the latest checkpoint in ``<run_dir>/checkpoints`` if any:
+   TrainState (params, optimiser state, step, RNG, skip counters) and the
+   loader position, so the continued run is the uninterrupted one.
+5. Fits the baselines (``baselines.fit_priors``) on the training split and
+   scores them on the validation chains once (``<run_dir>/prior.npz``).
+6. Steps: the non-finite guard of the step skips bad updates; every skip is
+   logged with the example ids, and ``optim.max_consecutive_skips`` skips in a
+   row stop the run with ``NonFiniteLossError``. Every ``logging.every_steps``
+   a "train" line (interval means, crops/s); every ``val.every_steps`` a "val"
+   line; every ``checkpoint.every_steps`` a checkpoint (ranked by the latest
+   validation of that step).
+7. At the end (``steps`` reached or ``max_minutes`` spent): final validation,
+   checkpoint, ``curves.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging as pylogging
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import jax
+import numpy as np
+
+from foldnet.common import atomic
+from foldnet.common import residue_constants as rc
+from foldnet.data.cache import H5Dataset
+from foldnet.data.loader import CropLoader
+from foldnet.model.model import count_params
+from foldnet.train.baselines import Prior, evaluate_baselines, fit_priors
+from foldnet.train.checkpoint import Checkpointer
+from foldnet.train.config import TrainConfig, to_train_config, to_yaml
+from foldnet.train.logging import RunLogger, plot_curves
+from foldnet.train.parallel import parallelize_train_step
+from foldnet.train.state import create_train_state
+from foldnet.train.validate import evaluate, validation_batches
+
+log = pylogging.getLogger(__name__)
+
+# Step metrics averaged into the "train" lines (the rest are counters or per example).
+_MEAN_KEYS = ("loss", "distogram_loss", "torsion_loss", "phi_loss", "psi_loss", "omega_loss",
+              "grad_norm", "param_norm", "update_norm", "learning_rate")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive training steps had a non-finite loss or gradient."""
+
+
+def split_paths(cfg: TrainConfig) -> tuple[Path, Path]:
+    """The training and validation HDF5 files of ``cfg.data``.
+
+    ``data.train`` / ``data.val`` when set, else ``<data.dir>/train.h5`` and
+    ``<data.dir>/val.h5`` (the layout ``foldnet build-dataset`` writes). Relative
+    paths are taken from the working directory.
+    """
+    d = Path(cfg.data.dir)
+    train = Path(cfg.data.train) if cfg.data.train else d / "train.h5"
+    val = Path(cfg.data.val) if cfg.data.val else d / "val.h5"
+    for split, p in (("train", train), ("val", val)):
+        if not p.exists():
+            raise FileNotFoundError(
+                f"{p}: no {split} split (build it with `foldnet build-dataset data={cfg.data.name}`, "
+                f"or set data.{split}=<file>)"
+            )
+    return train, val
+
+
+def _poison(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Debug aid: NaN profile for the first example (its loss, and the batch's, become NaN)."""
+    batch = dict(batch)
+    prof = batch["profile"].copy()
+    prof[0] = np.nan
+    batch["profile"] = prof
+    has = batch["has_profile"].copy()
+    has[0] = 1.0
+    batch["has_profile"] = has
+    return batch
+
+
+def _load_or_fit_prior(cfg: TrainConfig, run_dir: Path, train_path: Path, writer: bool) -> Prior:
+    path = run_dir / "prior.npz"
+    if path.exists():
+        prior = Prior.load(path)
+        if prior.max_separation == cfg.val.prior_max_separation:
+            return prior
+    t0 = time.perf_counter()
+    prior = fit_priors(train_path, cfg.val.prior_max_separation, cfg.val.prior_max_chains)
+    log.info("fitted priors on %d training chains in %.1f s", prior.num_chains, time.perf_counter() - t0)
+    if writer:
+        prior.save(path)
+    return prior
+
+
+@contextlib.contextmanager
+def compilation_cache(directory: Optional[str]) -> Iterator[None]:
+    """Use JAX's persistent compilation cache in ``directory`` for the duration (no-op for None).
+
+    The cache is (re)initialised on entry, so it takes effect even if this process
+    compiled something before, and the previous setting is restored on exit.
+    """
+    if not directory:
+        yield
+        return
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes")
+    old = {k: getattr(jax.config, k) for k in keys}
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    cc.reset_cache()
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            jax.config.update(k, v)
+        cc.reset_cache()
+
+
+def train(config: Any) -> dict[str, Any]:
+    """Train a FoldNet as configured; resume from ``<run_dir>/checkpoints`` if possible.
+
+    Args:
+      config: a ``TrainConfig`` or the composed hydra config of ``configs/train.yaml``.
+
+    Returns:
+      Summary dict: run_dir, steps_done, start_step, seconds, crops_per_s,
+      final_train_loss, first_train_loss, total_skips, val (final validation
+      metrics), baseline (prior metrics), beats_baseline (per metric), halted.
+
+    Raises:
+      NonFiniteLossError: after ``optim.max_consecutive_skips`` skipped steps in a row.
+      FileNotFoundError: when a data split is missing.
+    """
+    cfg = to_train_config(config)
+    with compilation_cache(cfg.compilation_cache_dir):
+        return _train(cfg, config)
+
+
+def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
+    if cfg.parallel.distributed:
+        from foldnet.train import distributed
+
+        distributed.initialize(cfg.parallel)
+    pidx, pcount = jax.process_index(), jax.process_count()
+    writer = pidx == 0
+    run_dir = Path(cfg.run_dir).absolute()
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run_dir / "config.yaml", to_yaml(config))
+    train_path, val_path = split_paths(cfg)
+
+    # -- data ----------------------------------------------------------------------------------
+    if cfg.data.batch_size % pcount:
+        raise ValueError(f"data.batch_size={cfg.data.batch_size} (global) must divide by {pcount} processes")
+    per_process = cfg.data.batch_size // pcount
+    train_ds = H5Dataset(train_path)
+    loader = CropLoader(
+        train_ds, cfg.data.crop_size, per_process, cfg.seed, shuffle=True, random_crop=True, repeat=True,
+        drop_remainder=True, profile_dropout=cfg.data.profile_dropout, min_length=cfg.data.min_length,
+        process_index=pidx, process_count=pcount, prefetch=cfg.data.prefetch,
+    )
+    val_ds = H5Dataset(val_path)
+
+    # -- model, state, parallel step --------------------------------------------------------------
+    example = loader.make_batch(0, 0)  # pure function of (epoch, index): does not move the loader
+    model, optimizer, state = create_train_state(cfg.model, cfg.optim, cfg.seed, example)
+    n_params = count_params(state.params)
+    pstep = parallelize_train_step(model, optimizer, cfg.parallel)
+
+    ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint)
+    start_step = 0
+    if cfg.checkpoint.resume and ckpt.latest_step() is not None:
+        state, loader_state = ckpt.restore(None, state)
+        if loader_state is not None:
+            # Every process is at the same (epoch, index); process 0 saved its own copy.
+            loader_state = {k: v for k, v in loader_state.items() if k != "process_index"}
+            loader.load_state_dict(loader_state)
+        start_step = int(np.asarray(state.step))
+        log.info("resumed from %s at step %d", ckpt.directory, start_step)
+    state = pstep.replicate(state)
+
+    logger = RunLogger(run_dir, enabled=writer, tensorboard=cfg.logging.tensorboard)
+    logger.log("run", start_step, {"num_params": n_params, "processes": pcount,
+                                   "devices": pstep.num_devices, "parallel": cfg.parallel.mode,
+                                   "model": cfg.model.name, "global_batch": cfg.data.batch_size,
+                                   "crop_size": cfg.data.crop_size})
+
+    # -- baselines ------------------------------------------------------------------------------
+    baseline: Optional[dict] = None
+    if cfg.val.baselines:
+        prior = _load_or_fit_prior(cfg, run_dir, train_path, writer)
+        baseline = evaluate_baselines(val_ds, prior, cfg.val)
+        logger.log("baseline", start_step, baseline)
+
+    def predict(params: Any, batch: dict[str, np.ndarray]) -> dict:
+        # The eval batch must split evenly over the local devices: pad with empty
+        # examples (example_id -1, masks 0) and drop their outputs again.
+        b = batch["aatype"].shape[0]
+        pad = -b % pstep.num_local_devices
+        if pad:
+            fill = {"example_id": -1, "aatype": rc.UNK_INDEX}
+            batch = {k: np.concatenate([v, np.full((pad,) + v.shape[1:], fill.get(k, 0), v.dtype)])
+                     for k, v in batch.items()}
+        out = pstep.eval(params, pstep.shard_batch(batch))
+        return {k: (v[:b] if np.ndim(v) and np.shape(v)[0] == b + pad else v) for k, v in out.items()}
+
+    def validate(step: int) -> dict:
+        params = state.params
+        metrics = evaluate(
+            lambda b: predict(params, b),
+            validation_batches(val_ds, cfg.val),
+            min_separation=cfg.model.distogram_min_separation,
+        )
+        metrics["elapsed_s"] = time.perf_counter() - t_start  # training wall time so far
+        logger.log("val", step, metrics)
+        return metrics
+
+    # -- the loop ----------------------------------------------------------------------------------
+    from tqdm.auto import tqdm
+
+    step = start_step
+    t_start = time.perf_counter()
+    t_interval, steps_interval = t_start, 0
+    sums: dict[str, float] = {}
+    first_loss: Optional[float] = None
+    last_loss = math.nan
+    last_val: Optional[dict] = None
+    last_val_step = -1
+    halted = False
+    timed_out = False
+    nan_steps = set(int(s) for s in cfg.nan_steps)
+    max_skips = cfg.optim.max_consecutive_skips
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=not (writer and cfg.logging.progress),
+               dynamic_ncols=True, desc="train")
+    batches = iter(loader)
+    try:
+        while step < cfg.steps:
+            host_batch = next(batches)
+            if step + 1 in nan_steps:
+                host_batch = _poison(host_batch)
+            state, m = pstep.step(state, pstep.shard_batch(host_batch))
+            step += 1
+            steps_interval += 1
+            bar.update(1)
+            if m["skipped"] > 0:
+                bad = np.asarray(m["nonfinite_example_ids"])
+                bad = sorted(int(i) for i in bad[bad >= 0])
+                ids = [train_ds.ids[i] for i in bad if 0 <= i < len(train_ds)]
+                logger.log("skip", step, {"consecutive_skips": m["consecutive_skips"],
+                                          "total_skips": m["total_skips"], "example_ids": bad, "chain_ids": ids})
+                log.warning("step %d: non-finite loss/gradient, update skipped (examples %s)", step, ids or bad)
+                if m["consecutive_skips"] >= max_skips:
+                    raise NonFiniteLossError(
+                        f"{m['consecutive_skips']} consecutive non-finite steps (last at step {step}, "
+                        f"examples {ids or bad}); see {run_dir / 'metrics.jsonl'}"
+                    )
+            else:
+                for k in _MEAN_KEYS:
+                    if k in m:
+                        sums[k] = sums.get(k, 0.0) + float(m[k])
+                sums["_n"] = sums.get("_n", 0.0) + 1
+                last_loss = float(m["loss"])
+                if first_loss is None:
+                    first_loss = last_loss
+            if step % cfg.logging.every_steps == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                n = sums.pop("_n", 0.0)
+                entry = {k: v / n for k, v in sums.items()} if n else {}
+                entry["crops_per_s"] = steps_interval * cfg.data.batch_size / max(now - t_interval, 1e-9)
+                entry["total_skips"] = m["total_skips"]
+                entry["elapsed_s"] = now - t_start
+                logger.log("train", step, entry)
+                bar.set_postfix(loss=f"{entry.get('loss', math.nan):.3f}", crops_s=f"{entry['crops_per_s']:.1f}")
+                sums, t_interval, steps_interval = {}, now, 0
+            if cfg.halt_at_step is not None and step >= cfg.halt_at_step:
+                halted = True  # as if killed: no final validation or checkpoint
+                break
+            timed_out = cfg.max_minutes > 0 and (time.perf_counter() - t_start) > 60.0 * cfg.max_minutes
+            if step == cfg.steps or timed_out:
+                break
+            if cfg.val.every_steps > 0 and step % cfg.val.every_steps == 0:
+                last_val, last_val_step = validate(step), step
+            if cfg.checkpoint.every_steps > 0 and step % cfg.checkpoint.every_steps == 0:
+                ckpt.save(step, pstep.unreplicate(state), loader.state_dict(),
+                          last_val if last_val_step == step else None)
+        seconds = time.perf_counter() - t_start
+        if not halted:
+            if last_val_step != step:
+                last_val, last_val_step = validate(step), step
+            ckpt.save(step, pstep.unreplicate(state), loader.state_dict(), last_val)
+    finally:
+        bar.close()
+        batches.close()  # stops the prefetch thread
+        ckpt.close()
+
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "start_step": start_step,
+        "steps_done": step,
+        "halted": halted,
+        "timed_out": timed_out,
+        "seconds": seconds,
+        "crops_per_s": (step - start_step) * cfg.data.batch_size / max(seconds, 1e-9),
+        "num_params": n_params,
+        "first_train_loss": first_loss,
+        "final_train_loss": last_loss,
+        "total_skips": int(np.asarray(pstep.unreplicate(state.total_skips))),
+        "val": last_val,
+        "baseline": baseline,
+        "best_checkpoint_step": ckpt.best_step(),
+        "device": str(jax.devices()[0].device_kind),
+    }
+    if last_val is not None and baseline is not None:
+        summary["beats_baseline"] = {
+            "dist_nll": last_val["dist_nll"] < baseline["dist_nll"],
+            "lr_top_l5_precision": last_val["lr_top_l5_precision"] > baseline["lr_top_l5_precision"],
+            "phi_mae_deg": last_val["phi_mae_deg"] < baseline["phi_mae_deg"],
+            "psi_mae_deg": last_val["psi_mae_deg"] < baseline["psi_mae_deg"],
+        }
+    if writer:
+        if cfg.logging.curves:
+            plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png", baseline)
+        atomic.write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    logger.close()
+    return summary
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)

@@ -1,0 +1,123 @@
+"""End to end: `foldnet train debug=tiny` on a few real chains, and the non-finite guard."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from foldnet.data.loader import CropLoader
+from foldnet.train.config import register_configs, to_train_config
+from foldnet.train.logging import read_jsonl
+from foldnet.train.loop import NonFiniteLossError, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, data_root):
+    from foldnet.data.cache import write_h5
+    from foldnet.data.featurize import featurize
+    from foldnet.data.proteinnet import iter_proteinnet
+
+    d = tmp_path_factory.mktemp("loop_data")
+    for split, src, n in (("train", "training.gz", 12), ("val", "validation.gz", 4)):
+        chains = [featurize(p, source_id=f"{src}:{i}")
+                  for i, p in enumerate(itertools.islice(iter_proteinnet(data_root / "proteinnet" / src), n))]
+        write_h5(d / f"{split}.h5", chains, split=split)
+    return d
+
+
+def _data_overrides(d: Path) -> list[str]:
+    # the runs share compiled steps through JAX's persistent cache (test time only)
+    return [f"data.train={d / 'train.h5'}", f"data.val={d / 'val.h5'}", f"compilation_cache_dir={d / 'jax_cache'}"]
+
+
+def test_cli_debug_tiny_end_to_end(small, tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "foldnet.cli.main", "train", "debug=tiny", f"run_dir={run}", *_data_overrides(small)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert printed["steps_done"] == 10
+
+    # the run directory layout
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["steps"] == 10 and cfg["model"]["name"] == "tiny" and cfg["run_dir"] == str(run)
+    assert "${" not in (run / "config.yaml").read_text()  # resolved
+    assert cfg["data"]["train"] == str(small / "train.h5")
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()) == [5, 10]
+    assert (run / "prior.npz").exists()
+
+    # metrics.jsonl: every line parses; train lines every 2 steps, val at 5 and 10
+    entries = read_jsonl(run / "metrics.jsonl")
+    kinds = [e["kind"] for e in entries]
+    assert kinds[0] == "run" and "baseline" in kinds
+    train_lines = [e for e in entries if e["kind"] == "train"]
+    assert [e["step"] for e in train_lines] == [2, 4, 6, 8, 10]
+    losses = [e["loss"] for e in train_lines]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < losses[0] - 0.5, losses  # it learns, even in 10 steps
+    assert all(e["crops_per_s"] > 0 for e in train_lines)
+    val = [e for e in entries if e["kind"] == "val"]
+    assert [e["step"] for e in val] == [5, 10]
+    for e in val:
+        assert e["num_chains"] == 4 and np.isfinite(e["dist_nll"]) and 0 <= e["lr_top_l5_precision"] <= 1
+        assert 0 <= e["phi_mae_deg"] <= 180 and 0 <= e["psi_mae_deg"] <= 180
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps_done"] == 10 and summary["total_skips"] == 0
+    assert summary["val"]["dist_nll"] == val[-1]["dist_nll"]
+    assert set(summary["beats_baseline"]) == {"dist_nll", "lr_top_l5_precision", "phi_mae_deg", "psi_mae_deg"}
+
+
+def _compose(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_nan_guard_skips_logs_and_stops(small, tmp_path):
+    common = ["debug=nan_guard", "val.baselines=false", "logging.tensorboard=false", "logging.curves=false",
+              "val.every_steps=0", "checkpoint.every_steps=0", *_data_overrides(small)]
+    # same steps (= same schedule constants) as the CLI test: its compiled step is reused
+    cfg = _compose([f"run_dir={tmp_path / 'skip'}", *common])
+    tc = to_train_config(cfg)
+    assert tc.nan_steps == [3, 4]
+    summary = train(cfg)
+    assert summary["steps_done"] == 10 and summary["total_skips"] == 2
+    skips = read_jsonl(tmp_path / "skip" / "metrics.jsonl", "skip")
+    assert [e["step"] for e in skips] == [3, 4]
+    # the reported example is the poisoned one: the first chain of the batch of that step
+    loader = CropLoader(small / "train.h5", tc.data.crop_size, tc.data.batch_size, tc.seed,
+                        min_length=tc.data.min_length, prefetch=0)
+    from foldnet.data.cache import H5Dataset
+
+    ids = H5Dataset(small / "train.h5").ids
+    for e in skips:
+        per_epoch = len(loader)
+        epoch, index = divmod(e["step"] - 1, per_epoch)
+        first = int(loader.examples(epoch, index)[0])
+        assert e["example_ids"] == [first] and e["chain_ids"] == [ids[first]]
+    assert skips[1]["consecutive_skips"] == 2 and skips[1]["total_skips"] == 2
+    # the run went on after the skips and the final loss is finite
+    assert np.isfinite(summary["final_train_loss"])
+
+    # with max_consecutive_skips=2 the second bad step in a row stops the run
+    cfg = _compose([f"run_dir={tmp_path / 'stop'}", "optim.max_consecutive_skips=2", *common])
+    with pytest.raises(NonFiniteLossError, match="2 consecutive non-finite steps"):
+        train(cfg)
+    assert [e["step"] for e in read_jsonl(tmp_path / "stop" / "metrics.jsonl", "skip")] == [3, 4]
