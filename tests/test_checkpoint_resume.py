@@ -43,8 +43,13 @@ def test_keeps_last_k_and_best(tmp_path):
     assert not ck.save(6, _state(6), None)  # an existing step is never overwritten
     ck.close()
     # atomic layout: only finished step directories, no orbax temp directories left
-    names = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    names = sorted(p.name for p in (tmp_path / "ck").iterdir() if p.name != "metrics.json")
     assert names == ["2", "5", "6"]
+    # The ranking survives the manager: a new reader (inference) still finds step 2 best,
+    # although steps 4 and 6 (validated, worse) and 5/6 (latest) are newer.
+    from foldnet.inference.checkpoint_io import resolve_checkpoint
+
+    assert resolve_checkpoint(tmp_path / "ck")[1] == 2
     for s in names:
         assert (tmp_path / "ck" / s / "state").is_dir() and (tmp_path / "ck" / s / "loader").is_dir()
 

@@ -144,7 +144,11 @@ def test_missing_structure_is_reported(workdir, data_root, tmp_path):
     assert doms == [("9zzzA00", f"no structure file for 9zzzA00 in {data_root / 'promod3_structure_db' / 'pdb_single_domain'}")]
 
 
-def test_network_methods_need_a_checkpoint(workdir, data_root):
+def test_network_methods_need_a_checkpoint(workdir, data_root, tmp_path, monkeypatch):
+    """Without checkpoint= the bundled model is used; where none is shipped, a clear error."""
+    from foldnet.inference import pretrained
+
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "no_models")
     with pytest.raises(ValueError, match="checkpoint="):
         ev.evaluate(_cfg(workdir, data_root, checkpoint=None, out_dir=str(workdir / "nock")))
 

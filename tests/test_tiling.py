@@ -125,13 +125,12 @@ def test_padding_to_a_bucket(tiny):
     f = _features(L, seed=3)
     exact = predict_tiled(tiny, f, TilingConfig(crop_size=64, stride=16))
     padded = predict_tiled(tiny, f, TilingConfig(crop_size=64, stride=16, pad_multiple=16))
-    # Same shapes, still distributions; padding (seq_mask 0) reaches real residues
-    # only through the convolutions next to the chain end, so most pairs agree.
+    # Padded positions (seq_mask 0) are re-masked before every convolution, so padding a
+    # chain to a length bucket (fewer compiles) must not change its prediction.
     assert padded["dist_probs"].shape == (L, L, rc.NUM_DIST_BINS)
     np.testing.assert_allclose(padded["dist_probs"].sum(-1), 1.0, atol=1e-5)
-    diff = np.abs(padded["dist_probs"] - exact["dist_probs"]).max(-1)
-    assert np.median(diff) < 1e-3 and diff.max() < 0.3
-    assert diff[:20, :20].max() < 0.5 * diff[20:, 20:].max()  # far from the padding: smaller changes
+    np.testing.assert_allclose(padded["dist_probs"], exact["dist_probs"], atol=1e-5)
+    np.testing.assert_allclose(padded["phi_probs"], exact["phi_probs"], atol=1e-5)
     b = window_batch(f, [np.arange(L)], pad_to=48)
     assert b["aatype"].shape == (1, 48) and b["seq_mask"][0, :L].all() and not b["seq_mask"][0, L:].any()
     np.testing.assert_array_equal(b["residue_index"][0], np.arange(48))

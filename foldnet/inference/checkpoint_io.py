@@ -71,6 +71,14 @@ def _best_step(root: Path, steps: list[int]) -> int:
     """Best kept step by the training metric (lower is better) when recorded, else the latest."""
     import json
 
+    from foldnet.train.checkpoint import METRICS_FILE
+
+    sidecar = root / METRICS_FILE
+    if sidecar.is_file():
+        table = json.loads(sidecar.read_text())
+        ranked = [(float(next(iter(table[str(s)].values()))), s) for s in steps if str(s) in table]
+        if ranked:
+            return min(ranked)[1]
     best = None
     for s in steps:
         meta = root / str(s) / "_CHECKPOINT_METADATA"

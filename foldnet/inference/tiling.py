@@ -54,10 +54,9 @@ class TilingConfig:
       batch_size: windows per network call (memory vs. speed).
       pad_multiple: pad each window up to a multiple of this many residues
         (padding has seq_mask 0), so chains shorter than the crop compile one
-        network shape per bucket instead of one per length. 1 = no padding: the
-        result is then exactly the network's output on the chain; with padding
-        it is the output the network gives a padded training crop (padding
-        reaches real residues only through the trunk's masked convolutions).
+        network shape per bucket instead of one per length. The trunk re-masks
+        padded positions before every convolution, so padding does not change
+        the result (equal to 1e-5; see tests/test_tiling.py).
     """
 
     crop_size: int = 128

@@ -35,6 +35,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 _LOADER_EMPTY = {"__empty__": True}
+# Sidecar of validation metrics per saved step (see Checkpointer._record_metric).
+METRICS_FILE = "metrics.json"
 
 
 @dataclasses.dataclass
@@ -145,7 +147,7 @@ class Checkpointer:
         m = None
         if metrics is not None and self.cfg.best_metric in metrics:
             m = {self.cfg.best_metric: float(metrics[self.cfg.best_metric])}
-        return self._mngr.save(
+        saved = self._mngr.save(
             int(step),
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(data),
@@ -154,6 +156,25 @@ class Checkpointer:
             metrics=m,
             force=True,
         )
+        if saved and m is not None and jax.process_index() == 0:
+            self._record_metric(int(step), m[self.cfg.best_metric])
+        return saved
+
+    def _record_metric(self, step: int, value: float) -> None:
+        """Keep ``<checkpoints>/metrics.json`` ({step: best_metric}) beside the steps.
+
+        Orbax 0.12 keeps the ranking metrics in memory only (the step's
+        ``_CHECKPOINT_METADATA`` holds ``"metrics": {}``), so inference and a resumed
+        run could not tell which kept step was best; this sidecar can.
+        """
+        import json
+
+        from foldnet.common import atomic
+
+        path = Path(self.directory) / METRICS_FILE
+        table = json.loads(path.read_text()) if path.is_file() else {}
+        table[str(step)] = {self.cfg.best_metric: value}
+        atomic.write_text(path, json.dumps(table, indent=1, sort_keys=True) + "\n")
 
     def restore(self, step: Optional[int], abstract_state: Any) -> tuple[Any, Optional[dict]]:
         """Read a checkpoint back into the structure of ``abstract_state``.
