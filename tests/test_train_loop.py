@@ -59,7 +59,8 @@ def test_cli_debug_tiny_end_to_end(small, tmp_path):
     assert cfg["data"]["train"] == str(small / "train.h5")
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()) == [5, 10]
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.is_dir()) == [5, 10]
+    assert set(json.loads((run / "checkpoints" / "metrics.json").read_text())) == {"5", "10"}
     assert (run / "prior.npz").exists()
 
     # metrics.jsonl: every line parses; train lines every 2 steps, val at 5 and 10
