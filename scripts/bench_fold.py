@@ -6,6 +6,8 @@ Sections (each written to the JSON as soon as it is done):
   length    - fold() time vs chain length at a fixed number of restarts
               (first call = compile + run, second call = run; compile = difference).
   restarts  - fold() time vs number of restarts at a fixed length.
+  devices   - fold() time of one length with the restarts on one device vs split across
+              all CPU devices (one per core, ``use_all_cpu_cores``).
   recovery  - fold the first N chains of 50-300 residues of ProteinNet testing.gz from
               their TRUE (smoothed) distogram and phi/psi distributions; TM-score to the
               native (and to its mirror image), fraction with TM >= 0.8.
@@ -40,6 +42,9 @@ from foldnet.data.proteinnet import iter_proteinnet  # noqa: E402
 from foldnet.geometry import build_backbone, internal_coordinates, rmsd  # noqa: E402
 from foldnet.structure import FoldConfig, fold, true_distributions  # noqa: E402
 from foldnet.structure._tmscore import tm_score  # noqa: E402
+from foldnet.structure.fold import restart_mesh, use_all_cpu_cores  # noqa: E402
+
+use_all_cpu_cores()  # as the CLIs do: one CPU device per core
 
 
 def load_config(name: str) -> FoldConfig:
@@ -126,7 +131,9 @@ def time_fold(protein, config: FoldConfig) -> dict:
     t0 = time.perf_counter()
     fold(d, ph, ps, config, seed=1)
     second = time.perf_counter() - t0
+    mesh = restart_mesh(config.num_restarts) if config.shard_restarts else None
     return {"length": len(protein), "restarts": config.num_restarts, "steps": config.num_steps,
+            "devices": 1 if mesh is None else int(mesh.devices.size),
             "first_call_s": first, "run_s": second, "compile_s": max(first - second, 0.0)}
 
 
@@ -146,7 +153,8 @@ def main(argv=None) -> int:
     ap.add_argument("--restarts", default="1,4,8,16")
     ap.add_argument("--restarts-length", type=int, default=100)
     ap.add_argument("--num-chains", type=int, default=30)
-    ap.add_argument("--sections", default="nerf,length,restarts,recovery")
+    ap.add_argument("--devices-length", type=int, default=300)
+    ap.add_argument("--sections", default="nerf,length,restarts,devices,recovery")
     args = ap.parse_args(argv)
     data_root = paths.data_root(args.data_root)
     config = load_config(args.config)
@@ -154,10 +162,10 @@ def main(argv=None) -> int:
     sections = args.sections.split(",")
     # Sections not run this time keep their previous results (runs can be split up).
     previous = json.loads((out / "fold.json").read_text()) if (out / "fold.json").exists() else {}
-    result = {k: v for k, v in previous.items() if k in ("nerf", "length", "restarts", "recovery")}
+    result = {k: v for k, v in previous.items() if k in ("nerf", "length", "restarts", "devices", "recovery")}
     result |= {
-        "machine": f"{platform.machine()} {os.cpu_count()} CPU cores (shared with other jobs), "
-                   f"jax {jax.__version__} {jax.default_backend()}",
+        "machine": f"{platform.machine()} {os.cpu_count()} CPU cores, "
+                   f"jax {jax.__version__} {jax.default_backend()} with {jax.local_device_count()} devices",
         "load_average_start": os.getloadavg(),
         "config": config.__dict__,
     }
@@ -183,6 +191,13 @@ def main(argv=None) -> int:
         for r in (int(x) for x in args.restarts.split(",")):
             result["restarts"].append(time_fold(p, config.replace(num_restarts=r)))
             print(result["restarts"][-1], flush=True)
+            save()
+    if "devices" in sections:
+        result["devices"] = []
+        p = crop_to(data_root, args.devices_length)
+        for shard in (False, True):
+            result["devices"].append(time_fold(p, config.replace(shard_restarts=shard)))
+            print(result["devices"][-1], flush=True)
             save()
     if "recovery" in sections:
         rows = []
@@ -229,10 +244,12 @@ def markdown(res: dict) -> str:
         ]
         lines += [f"| {k} | {v:.2f} |" for k, v in n["grad_time_ms"].items()]
         lines.append("")
-    for key, title in (("length", "Fold time vs length"), ("restarts", "Fold time vs restarts")):
+    for key, title in (("length", "Fold time vs length"), ("restarts", "Fold time vs restarts"),
+                       ("devices", "Restarts on one device vs split across the CPU devices")):
         if res.get(key):
-            lines += [f"## {title}\n", "| L | restarts | steps | compile (s) | run (s) |", "|---|---|---|---|---|"]
-            lines += [f"| {r['length']} | {r['restarts']} | {r['steps']} | {r['compile_s']:.1f} | {r['run_s']:.1f} |" for r in res[key]]
+            lines += [f"## {title}\n", "| L | restarts | steps | devices | compile (s) | run (s) |", "|---|---|---|---|---|---|"]
+            lines += [f"| {r['length']} | {r['restarts']} | {r['steps']} | {r.get('devices', 1)} | {r['compile_s']:.1f} | "
+                      f"{r['run_s']:.1f} |" for r in res[key]]
             lines.append("")
     if res.get("recovery", {}).get("rows"):
         rc_ = res["recovery"]

@@ -63,9 +63,9 @@ def test_distogram_spline_hand_values():
     p = np.full((1, 1, rc.NUM_DIST_BINS), 1e-3, np.float32)
     p[0, 0, 20] = 1.0 - 1e-3 * (rc.NUM_DIST_BINS - 1)
     table = pot.distogram_table(jnp.asarray(p), eps=1e-8)  # no envelope
-    flat, off = table.reshape(-1), jnp.zeros(1, jnp.int32)
+    rows, off = pot.spline_coefficients(table).reshape(-1, 4), jnp.zeros(1, jnp.int32)
 
-    energy = jax.jit(lambda d: pot.spline_energy(flat, off, d))
+    energy = jax.jit(lambda d: pot.spline_energy(rows, off, d))
 
     def e(d):
         return float(energy(jnp.array([d], jnp.float32))[0])
@@ -78,11 +78,82 @@ def test_distogram_spline_hand_values():
         assert e(d) == pytest.approx(v[64], abs=1e-4)
     # Minimum at the probable bin; C1: the slope is continuous across a knot.
     assert min(e(d) for d in np.linspace(2.2, 21.8, 200)) == pytest.approx(v[20], abs=1e-3)
-    grad = jax.jit(jax.grad(lambda d: pot.spline_energy(flat, off, d[None])[0]))
+    grad = jax.jit(jax.grad(lambda d: pot.spline_energy(rows, off, d[None])[0]))
     for k in (20, 22):  # the one-sided slopes meet at a knot (they would differ by ~1 for linear interpolation)
         c = float(rc.DISTOGRAM_CENTERS[k])
         left, right = float(grad(jnp.float32(c - 2e-5))), float(grad(jnp.float32(c + 2e-5)))
         assert left == pytest.approx(right, abs=0.02)
+
+
+@pytest.mark.parametrize("L", [7, 8])
+def test_packed_pairs_cover_each_pair_once(L):
+    i, j = pot.packed_pair_indices(L)
+    half, size = pot.packed_size(L)
+    assert i.shape == (half, size) == (size // 2, L + L % 2)
+    real = (j > i) & (j < L)
+    pairs = sorted(zip(i[real].tolist(), j[real].tolist()))
+    assert pairs == [(a, b) for a in range(L) for b in range(a + 1, L)]  # each once, none missing
+    # jnp and numpy packings agree.
+    x = np.arange(size * size, dtype=np.float32).reshape(size, size)
+    np.testing.assert_array_equal(np.asarray(pot.pack_pairs(jnp.asarray(x), jnp)), pot.pack_pairs(x))
+
+
+def _catmull_rom(knots, d):
+    """Reference: the spline through one pair's knot values, evaluated the textbook way."""
+    u = min(max((d - (rc.DISTOGRAM_CENTERS[0] - rc.DISTOGRAM_BIN_WIDTH)) / rc.DISTOGRAM_BIN_WIDTH, 1.0), len(knots) - 2.0)
+    k = int(min(np.floor(u), len(knots) - 3))
+    s = u - k
+    p0, p1, p2, p3 = knots[k - 1], knots[k], knots[k + 1], knots[k + 2]
+    return 0.5 * (2 * p1 + (p2 - p0) * s + (2 * p0 - 5 * p1 + 4 * p2 - p3) * s**2 + (3 * p1 - p0 - 3 * p2 + p3) * s**3)
+
+
+@pytest.mark.parametrize("L", [11, 12])
+def test_energy_terms_match_a_pair_by_pair_reference(L):
+    rng = np.random.default_rng(L)
+    d, ph, ps = _probs(L, seed=L)
+    mask = np.ones(L, np.float32)
+    mask[4] = 0.0
+    cfg = FoldConfig()
+    potential = make_potential(d, ph, ps, cfg, residue_mask=mask)
+    x = rng.normal(scale=6.0, size=(L, 5, 3)).astype(np.float32)
+    tors = jnp.asarray(rng.uniform(-np.pi, np.pi, size=(2, L)).astype(np.float32))
+    got = energy_terms(potential, jnp.asarray(x), tors[0], tors[1], cfg)
+    knots = np.asarray(pot.distogram_table(jnp.asarray(d), cfg.prob_eps, None, cfg.distogram_max_slope))
+    e_dist = e_clash = 0.0
+    for i in range(L):
+        for j in range(i + 1, L):
+            if not (mask[i] and mask[j]):
+                continue
+            d_cb = float(np.linalg.norm(x[i, rc.CB_IDX] - x[j, rc.CB_IDX]))
+            d_ca = float(np.linalg.norm(x[i, rc.CA_IDX] - x[j, rc.CA_IDX]))
+            if j - i >= cfg.min_separation:
+                e_dist += _catmull_rom(knots[i, j], d_cb)
+            if j - i >= cfg.clash_min_separation:
+                e_clash += max(cfg.clash_ca - d_ca, 0.0) ** 2 + max(cfg.clash_cb - d_cb, 0.0) ** 2
+    assert float(got["distogram"]) == pytest.approx(e_dist, rel=1e-5)
+    assert float(got["clash"]) == pytest.approx(e_clash, rel=1e-4, abs=1e-4)
+
+
+def test_potential_is_differentiable_in_the_predicted_distogram():
+    # End to end: d energy / d probabilities through the custom JVP (coefficient tangent),
+    # checked against central finite differences in float64-free f32 tolerance.
+    L = 6
+    d, ph, ps = _probs(L, seed=3)
+    cfg = FoldConfig(distogram_max_slope=None)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(scale=4.0, size=(L, 5, 3)).astype(np.float32))
+    zeros = jnp.zeros(L)
+
+    def e(probs):
+        return energy_terms(make_potential(probs, ph, ps, cfg), x, zeros, zeros, cfg)["distogram"]
+
+    logits = jnp.log(jnp.asarray(d))
+    f = jax.jit(lambda z: e(jax.nn.softmax(z, axis=-1)))
+    g = np.asarray(jax.grad(f)(logits))
+    direction = rng.normal(size=g.shape).astype(np.float32)
+    h = 1e-2
+    numeric = (float(f(logits + h * direction)) - float(f(logits - h * direction))) / (2 * h)
+    assert float(np.sum(g * direction)) == pytest.approx(numeric, rel=2e-2)
 
 
 def test_laplace_envelope_hand_values():
@@ -198,6 +269,29 @@ def test_fold_is_deterministic_per_seed(native_chains, folded):
     again = fold(d, ph, ps, FAST, seed=0, aatype=p.aatype)
     np.testing.assert_array_equal(again.protein.atom_positions, folded[0].protein.atom_positions)
     np.testing.assert_array_equal(again.all_energies, folded[0].all_energies)
+
+
+def test_restarts_split_across_devices_match_one_device(native_chains):
+    # conftest exposes 2 CPU devices: the sharded descent must equal the vmapped one on a
+    # short run (over hundreds of steps float reordering may send restarts apart).
+    from foldnet.structure.fold import _descend, restart_mesh
+
+    assert jax.local_device_count() >= 2
+    mesh = restart_mesh(4)
+    assert mesh is not None and mesh.devices.size == 2
+    assert restart_mesh(3) is None  # 3 restarts do not split over 2 devices
+    p = native_chains[0]
+    d, ph, ps = true_distributions(p)
+    cfg = FAST.replace(num_steps=5)
+    potential = make_potential(d, ph, ps, cfg)
+    key = jax.random.PRNGKey(0)
+    phi0 = jax.random.uniform(key, (4, len(p)), minval=-3.0, maxval=3.0)
+    psi0 = jax.random.uniform(jax.random.fold_in(key, 1), (4, len(p)), minval=-3.0, maxval=3.0)
+    one = _descend(potential, phi0, psi0, cfg, None)
+    split = _descend(potential, phi0, psi0, cfg, mesh)
+    np.testing.assert_allclose(np.asarray(split[2]), np.asarray(one[2]), rtol=1e-4)  # final energies
+    np.testing.assert_allclose(np.asarray(split[0]), np.asarray(one[0]), atol=1e-3)  # phi
+    assert split[0].sharding.device_set == set(mesh.devices.flat)
 
 
 def test_cartesian_refinement_keeps_geometry(native_chains, folded):

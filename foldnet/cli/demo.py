@@ -16,6 +16,8 @@ import hydra
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
+from foldnet.structure.fold import use_all_cpu_cores
+
 _CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
 
 
@@ -100,6 +102,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    use_all_cpu_cores()  # folding restarts split across the cores
     _app()
 
 

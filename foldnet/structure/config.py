@@ -46,6 +46,9 @@ class FoldConfig:
     clash_min_separation: int = 2
     # NeRF chain builder: "pnerf" (parallel fragments) or "scan" (sequential).
     nerf_method: str = "pnerf"
+    # Split the restarts across the local devices (one per CPU core when the CLI set
+    # jax_num_cpu_devices; GPUs/TPUs likewise); False: all restarts on one device.
+    shard_restarts: bool = True
     # Atoms per pNeRF fragment; None = about sqrt(3L).
     fragment_size: Optional[int] = None
     # Chains are padded at the C-terminus to a multiple of this many residues (masked out

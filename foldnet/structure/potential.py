@@ -23,11 +23,14 @@ prediction using potentials from deep learning"):
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 from jax.scipy.special import logsumexp
 
 from foldnet.common import residue_constants as rc
@@ -43,34 +46,48 @@ _GRID_START = _FIRST_CENTRE - _W
 _NUM_KNOTS = rc.NUM_DIST_BINS + 3  # front pad + 64 regular + overflow + 2 end pads
 
 
-class PairList(NamedTuple):
-    """Static residue-pair list (numpy, built once per length)."""
-
-    i: np.ndarray  # [P] int32 first residue
-    j: np.ndarray  # [P] int32 second residue (j > i)
-    dist_weight: np.ndarray  # [P] float32 1 where |i-j| >= min_separation
-    clash_weight: np.ndarray  # [P] float32 1 where |i-j| >= clash_min_separation
+_NUM_SEGMENTS = _NUM_KNOTS - 3  # cubic pieces between knots k and k+1, k = 1 .. 65
 
 
-def pair_list(length: int, min_separation: int, clash_min_separation: int) -> PairList:
-    """Pairs i < j with ``|i-j| >= min(min_separation, clash_min_separation)``.
+def packed_size(length: int) -> tuple[int, int]:
+    """Shape (H, M) of the packed pair layout of ``length`` residues (M = L rounded up to even)."""
+    m = length + (length % 2)
+    return m // 2, m
+
+
+def pack_pairs(x, xp=np):
+    """Pack the strict upper triangle of a square [M, M, ...] array into [M/2, M, ...].
+
+    Row r < M/2 keeps ``x[r, c]`` for c > r (pairs (r, c)); for c < r it holds
+    ``x[M-1-r, M-1-c]`` (pairs of the bottom half, j = M-1-c > i = M-1-r); the diagonal
+    c == r is a self pair. Every pair i < j appears exactly once, and the packing is
+    slicing, reversal and a select only: dense ops whose gradients are dense too (a
+    pair-index gather, and the scatter-add of its gradient, were the slowest part of a
+    folding step on CPU).
 
     Args:
-      length: number of residues L.
-      min_separation: smallest separation of the distogram term.
-      clash_min_separation: smallest separation of the clash term.
+      x: [M, M, ...] array, M even (numpy, or jnp with ``xp=jnp``).
+      xp: the array module.
     Returns:
-      PairList of P pairs.
+      [M/2, M, ...] packed array.
     """
-    smin = min(min_separation, clash_min_separation)
-    i, j = np.triu_indices(length, k=smin)
-    sep = j - i
-    return PairList(
-        i=i.astype(np.int32),
-        j=j.astype(np.int32),
-        dist_weight=(sep >= min_separation).astype(np.float32),
-        clash_weight=(sep >= clash_min_separation).astype(np.float32),
-    )
+    m = x.shape[0]
+    if m % 2 or x.shape[1] != m:
+        raise ValueError(f"pack_pairs: need a square array of even size, got {x.shape}")
+    half = m // 2
+    top = x[:half]
+    bottom = x[half:][::-1, ::-1]
+    lower = np.arange(m)[None, :] < np.arange(half)[:, None]
+    lower = lower.reshape(lower.shape + (1,) * (x.ndim - 2))
+    return xp.where(lower, bottom, top)
+
+
+def packed_pair_indices(length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Residue indices (i, j) [M/2, M] of each packed slot (i == j on the diagonal slots)."""
+    _, m = packed_size(length)
+    ii, jj = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+    i, j = pack_pairs(ii), pack_pairs(jj)
+    return np.minimum(i, j), np.maximum(i, j)
 
 
 def distogram_table(
@@ -135,33 +152,73 @@ def laplace_envelope(v: jnp.ndarray, max_slope: float) -> jnp.ndarray:
     return jnp.moveaxis(bwd[::-1], 0, -1)
 
 
-def spline_energy(table_flat: jnp.ndarray, pair_offset: jnp.ndarray, d: jnp.ndarray) -> jnp.ndarray:
-    """Catmull-Rom interpolation of per-pair knot values at distances ``d``.
+def spline_coefficients(table: jnp.ndarray) -> jnp.ndarray:
+    """Per-segment Catmull-Rom polynomial coefficients of knot values.
 
     Catmull & Rom (1974) cubic on a uniform grid: with knots p0..p3 around ``d`` and
-    s in [0, 1), ``0.5 (2 p1 + (p2 - p0) s + (2 p0 - 5 p1 + 4 p2 - p3) s^2 +
-    (3 p1 - p0 - 3 p2 + p3) s^3)``. Outside the grid the end knots are held constant.
+    s in [0, 1), ``E = c0 + c1 s + c2 s^2 + c3 s^3`` with ``c0 = p1``, ``c1 = (p2 - p0)/2``,
+    ``c2 = (2 p0 - 5 p1 + 4 p2 - p3)/2``, ``c3 = (3 p1 - p0 - 3 p2 + p3)/2``.
+    Storing the four coefficients of a segment side by side makes a lookup one gather of
+    one contiguous row instead of four scattered knots.
 
     Args:
-      table_flat: [L * L * 68] flattened ``distogram_table``.
-      pair_offset: [P] int32 offset of each pair's row (``(i * L + j) * 68``).
-      d: [P] distances in Angstrom.
+      table: [..., 68] knot values (``distogram_table``).
     Returns:
-      [P] energies.
+      [..., 65, 4] coefficients of segments k = 1..65 (knot k to k+1).
     """
-    # Knot 1 is the first centre, knot K-2 the (zero-slope) end of the overflow segment.
-    u = jnp.clip((d - _GRID_START) / _W, 1.0, _NUM_KNOTS - 2.0)
+    k = np.arange(1, _NUM_KNOTS - 2)
+    p0, p1, p2, p3 = table[..., k - 1], table[..., k], table[..., k + 1], table[..., k + 2]
+    return jnp.stack(
+        [p1, 0.5 * (p2 - p0), 0.5 * (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3), 0.5 * (3.0 * p1 - p0 - 3.0 * p2 + p3)],
+        axis=-1,
+    )
+
+
+def _spline_parts(coef_rows: jnp.ndarray, row: jnp.ndarray, d: jnp.ndarray):
+    """(energy, dE/dd, gathered row index, s) of ``spline_energy``."""
+    u_raw = (d - _GRID_START) / _W
+    # Knot 1 is the first centre, knot K-2 the (zero-slope) end of the overflow segment;
+    # outside [1, K-2] the end values are held (slope 0).
+    u = jnp.clip(u_raw, 1.0, _NUM_KNOTS - 2.0)
     k = jnp.clip(jnp.floor(u), 1, _NUM_KNOTS - 3).astype(jnp.int32)
     s = u - k
-    # Indices are in bounds by construction; plain indexing is the fastest XLA CPU gather.
-    p = table_flat[pair_offset[:, None] + k[:, None] + jnp.arange(-1, 3, dtype=jnp.int32)]  # [P, 4]
-    p0, p1, p2, p3 = p[:, 0], p[:, 1], p[:, 2], p[:, 3]
-    return 0.5 * (
-        2.0 * p1
-        + (p2 - p0) * s
-        + (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3) * s**2
-        + (3.0 * p1 - p0 - 3.0 * p2 + p3) * s**3
-    )
+    index = row + (k - 1)
+    c = coef_rows.at[index].get(mode="promise_in_bounds")  # [..., 4]: in bounds by construction
+    c0, c1, c2, c3 = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
+    energy = c0 + s * (c1 + s * (c2 + s * c3))
+    slope = (c1 + s * (2.0 * c2 + 3.0 * s * c3)) / _W
+    slope = jnp.where((u_raw > 1.0) & (u_raw < _NUM_KNOTS - 2.0), slope, 0.0)
+    return energy, slope, index, s
+
+
+@jax.custom_jvp
+def spline_energy(coef_rows: jnp.ndarray, row: jnp.ndarray, d: jnp.ndarray) -> jnp.ndarray:
+    """Per-pair Catmull-Rom distogram energies at distances ``d``.
+
+    Differentiable in ``d`` and in the coefficients. The derivative in ``d`` is the
+    analytic slope of the gathered segment (a custom JVP), so the backward pass of a
+    folding step needs no second gather and no scatter.
+
+    Args:
+      coef_rows: [N * 65, 4] ``spline_coefficients`` of N pairs, flattened over (pair, segment).
+      row: [...] int32 ``pair * 65``, the first row of each pair's segments.
+      d: [...] distances in Angstrom (same shape as ``row``).
+    Returns:
+      [...] energies.
+    """
+    return _spline_parts(coef_rows, row, d)[0]
+
+
+@functools.partial(spline_energy.defjvp, symbolic_zeros=True)
+def _spline_energy_jvp(primals, tangents):
+    coef_rows, row, d = primals
+    coef_dot, _, d_dot = tangents
+    energy, slope, index, s = _spline_parts(coef_rows, row, d)
+    out = jnp.zeros_like(energy) if type(d_dot) is SymbolicZero else slope * d_dot
+    if type(coef_dot) is not SymbolicZero:
+        c = coef_dot.at[index].get(mode="promise_in_bounds")
+        out = out + c[..., 0] + s * (c[..., 1] + s * (c[..., 2] + s * c[..., 3]))
+    return energy, out
 
 
 def torsion_energy(angles: jnp.ndarray, log_probs: jnp.ndarray, kappa: float) -> jnp.ndarray:
@@ -203,14 +260,16 @@ def clash_energy(x: jnp.ndarray, pairs_i: jnp.ndarray, pairs_j: jnp.ndarray, thr
 
 
 class Potential(NamedTuple):
-    """Precomputed tables for one protein; ``energy_terms(coords)`` evaluates the terms."""
+    """Precomputed tables for one protein; ``energy_terms(coords)`` evaluates the terms.
 
-    table_flat: jnp.ndarray  # [L*L*68] distogram spline knots
-    pair_offset: jnp.ndarray  # [P] int32
-    pairs_i: jnp.ndarray  # [P] int32
-    pairs_j: jnp.ndarray  # [P] int32
-    dist_weight: jnp.ndarray  # [P] float32 (includes residue masks)
-    clash_weight: jnp.ndarray  # [P] float32
+    Pair quantities use the packed layout of ``pack_pairs`` ([H, M] with M = L rounded up
+    to even, H = M/2): every pair i < j once, no index gather.
+    """
+
+    coef_rows: jnp.ndarray  # [H*M*65, 4] distogram spline coefficients, flattened (pair, segment)
+    row: jnp.ndarray  # [H, M] int32 first coefficient row of each packed pair
+    dist_weight: jnp.ndarray  # [H, M] float32 (separation >= min_separation, residue masks)
+    clash_weight: jnp.ndarray  # [H, M] float32
     phi_log_probs: jnp.ndarray  # [L, 36]
     psi_log_probs: jnp.ndarray  # [L, 36]
     phi_mask: jnp.ndarray  # [L] 0 for the first residue (phi_0 moves nothing)
@@ -240,28 +299,56 @@ def make_potential(
     for name, arr in (("phi_probs", phi_probs), ("psi_probs", psi_probs)):
         if arr.shape != (length, rc.NUM_TORSION_BINS):
             raise ValueError(f"make_potential: {name} must be [{length}, {rc.NUM_TORSION_BINS}], got {arr.shape}")
-    table = distogram_table(jnp.asarray(dist_probs), config.prob_eps, reference, config.distogram_max_slope)
-    pl = pair_list(length, config.min_separation, config.clash_min_separation)
     m = np.ones(length, np.float32) if residue_mask is None else np.asarray(residue_mask, np.float32)
     if m.shape != (length,):
         raise ValueError(f"make_potential: residue_mask must be [{length}], got {m.shape}")
-    pm = m[pl.i] * m[pl.j]
+    table = distogram_table(jnp.asarray(dist_probs), config.prob_eps, reference, config.distogram_max_slope)
+    half, size = packed_size(length)
+    if size != length:  # odd L: one dummy residue, weight 0 in every pair
+        table = jnp.concatenate([table, jnp.broadcast_to(table[-1:], (1,) + table.shape[1:])], axis=0)
+        table = jnp.concatenate([table, jnp.broadcast_to(table[:, -1:], (size, 1) + table.shape[2:])], axis=1)
+    coef = spline_coefficients(pack_pairs(table, jnp))  # [H, M, 65, 4]
+    i, j = packed_pair_indices(length)
+    mask = np.concatenate([m, np.zeros(size - length, np.float32)])
+    pm = mask[i] * mask[j] * (j > i)
+    sep = j - i
     phi_mask = m.copy()
     phi_mask[0] = 0.0
     psi_mask = m.copy()
     psi_mask[-1] = 0.0
     return Potential(
-        table_flat=table.reshape(-1),
-        pair_offset=jnp.asarray((pl.i.astype(np.int64) * length + pl.j) * _NUM_KNOTS, jnp.int32),
-        pairs_i=jnp.asarray(pl.i),
-        pairs_j=jnp.asarray(pl.j),
-        dist_weight=jnp.asarray(pl.dist_weight * pm),
-        clash_weight=jnp.asarray(pl.clash_weight * pm),
+        coef_rows=coef.reshape(-1, 4),
+        row=jnp.asarray(np.arange(half * size, dtype=np.int32).reshape(half, size) * _NUM_SEGMENTS),
+        dist_weight=jnp.asarray((sep >= config.min_separation) * pm, jnp.float32),
+        clash_weight=jnp.asarray((sep >= config.clash_min_separation) * pm, jnp.float32),
         phi_log_probs=torsion_log_probs(jnp.asarray(phi_probs), config.prob_eps),
         psi_log_probs=torsion_log_probs(jnp.asarray(psi_probs), config.prob_eps),
         phi_mask=jnp.asarray(phi_mask),
         psi_mask=jnp.asarray(psi_mask),
     )
+
+
+def packed_distances(x: jnp.ndarray, size: int) -> jnp.ndarray:
+    """Distances of all pairs of ``x`` [L, 3] in the packed layout [size/2, size].
+
+    From the Gram matrix (``|a|^2 + |b|^2 - 2 a.b``, a matmul, after centring the points
+    so f32 cancellation stays ~1e-4 A^2) rather than from per-pair difference vectors:
+    on CPU the [L, L, 3] differences and their gradient cost ~6x more. Squared distances
+    are floored at 1e-4 A^2 so a coincident pair has a finite (zero) gradient.
+
+    Args:
+      x: [L, 3] positions, L == size or size - 1 (a dummy point is appended).
+      size: even packed size M.
+    Returns:
+      [M/2, M] distances in Angstrom.
+    """
+    if x.shape[0] != size:
+        x = jnp.concatenate([x, x[-1:]], axis=0)
+    x = x - jnp.mean(x, axis=0)
+    sq = jnp.sum(x * x, axis=-1)
+    gram = jnp.matmul(x, x.T, precision=lax.Precision.HIGHEST)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * gram
+    return jnp.sqrt(jnp.maximum(pack_pairs(d2, jnp), 1e-4))
 
 
 def energy_terms(
@@ -277,12 +364,10 @@ def energy_terms(
     Returns:
       {"distogram", "torsion", "clash"}: scalar energies (sums over pairs / residues).
     """
-    # One gather of CA and CB together for all three pair terms: the pair gathers (and their
-    # scatter-add gradients) dominate the cost of a folding step on CPU.
-    atoms = coords[:, (rc.CA_IDX, rc.CB_IDX)]
-    dist = norm(atoms[potential.pairs_i] - atoms[potential.pairs_j])  # [P, 2]
-    d_ca, d = dist[:, 0], dist[:, 1]
-    e_dist = jnp.sum(potential.dist_weight * spline_energy(potential.table_flat, potential.pair_offset, d))
+    size = potential.row.shape[1]
+    d_ca = packed_distances(coords[:, rc.CA_IDX], size)
+    d = packed_distances(coords[:, rc.CB_IDX], size)
+    e_dist = jnp.sum(potential.dist_weight * spline_energy(potential.coef_rows, potential.row, d))
     e_tors = jnp.sum(potential.phi_mask * torsion_energy(phi, potential.phi_log_probs, config.torsion_kappa))
     e_tors = e_tors + jnp.sum(potential.psi_mask * torsion_energy(psi, potential.psi_log_probs, config.torsion_kappa))
     e_clash = jnp.sum(
