@@ -42,7 +42,8 @@ from foldnet.data.proteinnet import iter_proteinnet  # noqa: E402
 from foldnet.geometry import build_backbone, internal_coordinates, rmsd  # noqa: E402
 from foldnet.structure import FoldConfig, fold, true_distributions  # noqa: E402
 from foldnet.structure._tmscore import tm_score  # noqa: E402
-from foldnet.structure.fold import restart_mesh, use_all_cpu_cores  # noqa: E402
+from foldnet.cli.runtime import use_all_cpu_cores  # noqa: E402
+from foldnet.structure.fold import restart_mesh  # noqa: E402
 
 use_all_cpu_cores()  # as the CLIs do: one CPU device per core
 

@@ -16,7 +16,7 @@ import hydra
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
-from foldnet.structure.fold import use_all_cpu_cores
+from foldnet.cli.runtime import configure_jax
 
 _CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
 
@@ -102,7 +102,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    use_all_cpu_cores()  # folding restarts split across the cores
+    configure_jax()  # restarts split across the cores; persistent compilation cache
     _app()
 
 

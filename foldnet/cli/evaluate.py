@@ -15,9 +15,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from foldnet.cli.runtime import configure_jax
 from foldnet.inference.config import register_configs, to_config
 from foldnet.inference.evaluate import EvaluateConfig, evaluate
-from foldnet.structure.fold import use_all_cpu_cores
 
 # An absolute path: hydra resolves a relative one against the *module* when run with -m.
 _CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
@@ -49,7 +49,7 @@ def _f(v) -> str:
 
 def main() -> None:
     """Console entry point (``foldnet evaluate key=value ...``)."""
-    use_all_cpu_cores()  # folding restarts split across the cores
+    configure_jax()  # restarts split across the cores; persistent compilation cache
     _app()
 
 

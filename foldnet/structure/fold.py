@@ -63,6 +63,7 @@ class FoldResult(NamedTuple):
     best_restart: int
 
 
+@functools.partial(jax.jit, static_argnames=("num", "noise_rad"))
 def sample_torsions(key: jax.Array, log_probs: jnp.ndarray, num: int, noise_rad: float) -> jnp.ndarray:
     """Sample angles [num, L] from per-residue bin distributions, plus Gaussian noise.
 
@@ -91,33 +92,23 @@ def _coords(phi: jnp.ndarray, psi: jnp.ndarray, config: FoldConfig) -> jnp.ndarr
     return build_backbone(_torsions(phi, psi), method=config.nerf_method, fragment_size=config.fragment_size)
 
 
+# Outside the descent too, every array step runs compiled: eagerly, NeRF's many small ops
+# would each be compiled on first use (seconds per new length), and jitted functions are
+# what JAX's persistent compilation cache can keep between runs.
+_build = jax.jit(_coords, static_argnames=("config",))
+
+
 def restart_mesh(num_restarts: int) -> Optional[Mesh]:
     """A 1-D mesh over the local devices that the restarts are split across (None: one device).
 
     Uses the largest device count that divides ``num_restarts``. On CPU each device is
     one thread and XLA runs these small folding kernels single-threaded, so 8 restarts
-    over 2 CPU devices (``jax_num_cpu_devices``, see ``use_all_cpu_cores``) take about
+    over 2 CPU devices (``jax_num_cpu_devices``, see ``foldnet.cli.runtime``) take about
     half the wall time of 8 on one.
     """
     devices = jax.local_devices()
     n = math.gcd(num_restarts, len(devices))
     return Mesh(np.asarray(devices[:n]), ("restart",)) if n > 1 else None
-
-
-def use_all_cpu_cores() -> None:
-    """Expose one JAX CPU device per core so folding restarts run in parallel.
-
-    Call before JAX's CPU backend is first used (the CLIs do it at start). Leaves an
-    explicit ``--xla_force_host_platform_device_count`` or an initialised backend alone.
-    """
-    import os
-
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return
-    try:
-        jax.config.update("jax_num_cpu_devices", max(1, os.cpu_count() or 1))
-    except RuntimeError:  # backend already initialised: keep its device count
-        pass
 
 
 @functools.partial(jax.jit, static_argnames=("config", "mesh"))
@@ -302,7 +293,7 @@ def fold(
     energies = np.asarray(energies)
     best = int(np.argmin(np.where(np.isfinite(energies), energies, np.inf)))
     best_phi, best_psi = phi[best], psi[best]
-    coords = _coords(best_phi, best_psi, config)[:length]
+    coords = _build(best_phi, best_psi, config)[:length]
     torsions = _torsions(best_phi, best_psi)[:length]
     best_terms = {k: float(v[best]) for k, v in terms.items()}
     best_energy = float(energies[best])

@@ -245,6 +245,9 @@ def torsion_log_probs(probs: jnp.ndarray, eps: float) -> jnp.ndarray:
     return jnp.log(p + eps) - jnp.log1p(eps * rc.NUM_TORSION_BINS)
 
 
+_torsion_log_probs = jax.jit(torsion_log_probs, static_argnames=("eps",))
+
+
 def clash_energy(x: jnp.ndarray, pairs_i: jnp.ndarray, pairs_j: jnp.ndarray, threshold: float) -> jnp.ndarray:
     """Flat-bottom repulsion ``relu(t - d)^2`` per pair.
 
@@ -302,12 +305,8 @@ def make_potential(
     m = np.ones(length, np.float32) if residue_mask is None else np.asarray(residue_mask, np.float32)
     if m.shape != (length,):
         raise ValueError(f"make_potential: residue_mask must be [{length}], got {m.shape}")
-    table = distogram_table(jnp.asarray(dist_probs), config.prob_eps, reference, config.distogram_max_slope)
     half, size = packed_size(length)
-    if size != length:  # odd L: one dummy residue, weight 0 in every pair
-        table = jnp.concatenate([table, jnp.broadcast_to(table[-1:], (1,) + table.shape[1:])], axis=0)
-        table = jnp.concatenate([table, jnp.broadcast_to(table[:, -1:], (size, 1) + table.shape[2:])], axis=1)
-    coef = spline_coefficients(pack_pairs(table, jnp))  # [H, M, 65, 4]
+    coef = _packed_coefficients(jnp.asarray(dist_probs), reference, config.prob_eps, config.distogram_max_slope)
     i, j = packed_pair_indices(length)
     mask = np.concatenate([m, np.zeros(size - length, np.float32)])
     pm = mask[i] * mask[j] * (j > i)
@@ -317,15 +316,30 @@ def make_potential(
     psi_mask = m.copy()
     psi_mask[-1] = 0.0
     return Potential(
-        coef_rows=coef.reshape(-1, 4),
+        coef_rows=coef,
         row=jnp.asarray(np.arange(half * size, dtype=np.int32).reshape(half, size) * _NUM_SEGMENTS),
         dist_weight=jnp.asarray((sep >= config.min_separation) * pm, jnp.float32),
         clash_weight=jnp.asarray((sep >= config.clash_min_separation) * pm, jnp.float32),
-        phi_log_probs=torsion_log_probs(jnp.asarray(phi_probs), config.prob_eps),
-        psi_log_probs=torsion_log_probs(jnp.asarray(psi_probs), config.prob_eps),
+        phi_log_probs=_torsion_log_probs(jnp.asarray(phi_probs), config.prob_eps),
+        psi_log_probs=_torsion_log_probs(jnp.asarray(psi_probs), config.prob_eps),
         phi_mask=jnp.asarray(phi_mask),
         psi_mask=jnp.asarray(psi_mask),
     )
+
+
+@functools.partial(jax.jit, static_argnames=("eps", "max_slope"))
+def _packed_coefficients(
+    dist_probs: jnp.ndarray, reference: Optional[jnp.ndarray], eps: float, max_slope: Optional[float]
+) -> jnp.ndarray:
+    """[H * M * 65, 4] spline coefficients of all pairs in the packed layout (jitted: one
+    compilation per length instead of one per primitive)."""
+    length = dist_probs.shape[0]
+    table = distogram_table(dist_probs, eps, reference, max_slope)
+    _, size = packed_size(length)
+    if size != length:  # odd L: one dummy residue, weight 0 in every pair
+        table = jnp.concatenate([table, jnp.broadcast_to(table[-1:], (1,) + table.shape[1:])], axis=0)
+        table = jnp.concatenate([table, jnp.broadcast_to(table[:, -1:], (size, 1) + table.shape[2:])], axis=1)
+    return spline_coefficients(pack_pairs(table, jnp)).reshape(-1, 4)
 
 
 def packed_distances(x: jnp.ndarray, size: int) -> jnp.ndarray:
