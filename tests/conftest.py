@@ -6,10 +6,14 @@ collection time. The data root comes from FOLDNET_DATA (CI sets it to
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The predict/evaluate configs default to a compilation cache in ~/.cache; tests keep theirs
+# out of the home directory (one folder per test session).
+os.environ.setdefault("FOLDNET_JAX_CACHE", tempfile.mkdtemp(prefix="foldnet-jit-"))
 
 import pytest  # noqa: E402
 

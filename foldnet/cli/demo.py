@@ -16,7 +16,7 @@ import hydra
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
-from foldnet.cli.runtime import configure_jax
+from foldnet.cli.runtime import use_all_cpu_cores
 
 _CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
 
@@ -102,7 +102,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    configure_jax()  # restarts split across the cores; persistent compilation cache
+    use_all_cpu_cores()  # folding restarts split across the cores
     _app()
 
 

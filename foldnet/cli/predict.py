@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from foldnet.cli.runtime import configure_jax
+from foldnet.cli.runtime import use_all_cpu_cores
 from foldnet.inference.config import register_configs, to_config
 from foldnet.inference.predict import PredictConfig, predict
 
@@ -41,7 +41,7 @@ def _app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point (``foldnet predict key=value ...``)."""
-    configure_jax()  # restarts split across the cores; persistent compilation cache
+    use_all_cpu_cores()  # folding restarts split across the cores
     _app()
 
 

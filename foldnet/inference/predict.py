@@ -180,17 +180,18 @@ def fold_distributions(
 
 
 def enable_compilation_cache(path: Optional[str]) -> None:
-    """Turn on JAX's persistent compilation cache in ``path`` (no-op for None / "").
+    """Turn on JAX's persistent compilation cache in ``path`` (no-op for None, "" or "off").
 
     Folding is compiled per chain length (tens of seconds on CPU), so a second
     run over the same lengths (a resumed evaluation, a re-prediction) reuses it.
     """
-    if path in (None, "", "null"):
+    if path is None or str(path).lower() in ("", "null", "none", "off"):
         return
     import jax
 
-    Path(path).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(Path(path).absolute()))
+    folder = Path(path).expanduser().absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
