@@ -198,3 +198,44 @@ def test_checkpoint_locations(workdir, tmp_path):
     shutil.copytree(run / "checkpoints", tmp_path / "copy" / "checkpoints")
     with pytest.raises(FileNotFoundError, match="no saved run config"):
         load_for_inference(tmp_path / "copy")
+
+
+def test_fold_reference_prior_is_the_background_of_the_distogram_term(data_root, workdir, caplog):
+    """Folding the prior's own distogram relative to the prior leaves a zero distogram term."""
+    import logging
+
+    from foldnet.data.proteinnet import iter_proteinnet
+    from foldnet.inference import pretrained
+    from foldnet.inference.predict import fold_distributions, load_checkpoint_prior, prior_distogram
+
+    prior = load_checkpoint_prior(None)  # the bundled model's prior.npz
+    assert prior is not None
+    assert load_checkpoint_prior(f"pretrained:{pretrained.DEFAULT_MODEL}") is not None
+    protein = next(p for p in iter_proteinnet(data_root / "proteinnet" / "validation.gz") if 40 <= len(p) <= 60)
+    ref = prior_distogram(prior, protein)
+    L = len(protein)
+    assert ref.shape == (L, L, rc.NUM_DIST_BINS)
+    np.testing.assert_allclose(ref.sum(-1), 1.0, atol=1e-4)
+    uniform = np.full((L, rc.NUM_TORSION_BINS), 1.0 / rc.NUM_TORSION_BINS, np.float32)
+    dist = {"dist_probs": ref, "phi_probs": uniform, "psi_probs": uniform}
+    cfg = FoldConfig(**FAST_FOLD)
+    relative = fold_distributions(protein, dist, cfg, 0, prior)
+    absolute = fold_distributions(protein, dist, cfg, 0, None)
+    assert abs(relative.energy_terms["distogram"]) < 1e-3
+    assert absolute.energy_terms["distogram"] > 10.0
+    # A run without a prior.npz folds without a background, and says so.
+    with caplog.at_level(logging.WARNING):
+        assert load_checkpoint_prior(str(workdir / "run")) is None
+    assert "prior.npz does not exist" in caplog.text
+    with pytest.raises(ValueError, match="fold_reference"):
+        PredictConfig(input="x.fasta", fold_reference="background")
+
+
+def test_evaluate_fingerprint_tracks_fold_reference():
+    from foldnet.inference.evaluate import EvaluateConfig, settings_fingerprint
+
+    a = settings_fingerprint(EvaluateConfig(fold_reference="prior"), "ckpt")
+    b = settings_fingerprint(EvaluateConfig(fold_reference="none"), "ckpt")
+    assert a != b  # a resumed run never mixes results folded with and without the background
+    with pytest.raises(ValueError, match="fold_reference"):
+        EvaluateConfig(fold_reference="yes")

@@ -51,7 +51,13 @@ from foldnet.common.paths import data_root as resolve_data_root
 from foldnet.common.protein import Protein
 from foldnet.data.errors import ParseError
 from foldnet.inference import report
-from foldnet.inference.predict import enable_compilation_cache, make_fold_config
+from foldnet.inference.predict import (
+    check_fold_reference,
+    enable_compilation_cache,
+    fold_distributions,
+    make_fold_config,
+    prior_distogram,
+)
 from foldnet.inference.tiling import TilingConfig
 from foldnet.structure.config import FoldConfig
 
@@ -110,6 +116,9 @@ class EvaluateConfig:
       compilation_cache_dir: JAX persistent compilation cache folder (None = off).
       workers: domains evaluated in parallel processes (1 = sequential in this
         process; each worker loads the network and compiles its own functions).
+      fold_reference: "prior": the network's distograms (single, profile) are folded
+        relative to the separation prior (``PredictConfig.fold_reference``); "none": not.
+        The baselines always fold on their own distogram alone.
     """
 
     checkpoint: Optional[str] = None
@@ -134,6 +143,10 @@ class EvaluateConfig:
     overwrite: bool = False
     compilation_cache_dir: Optional[str] = None
     workers: int = 1
+    fold_reference: str = "prior"
+
+    def __post_init__(self):
+        check_fold_reference(self.fold_reference)
 
 
 @dataclasses.dataclass
@@ -419,6 +432,7 @@ def settings_fingerprint(cfg: EvaluateConfig, checkpoint_id: str) -> str:
         "fold": dataclasses.asdict(make_fold_config(cfg.fold)),
         "seed": cfg.seed,
         "prior": cfg.prior,
+        "fold_reference": cfg.fold_reference,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -434,9 +448,10 @@ class DomainEvaluator:
       seed: folding seed.
     """
 
-    def __init__(self, predictor, prior, fold_cfg, methods: Sequence[str], seed: int):
+    def __init__(self, predictor, prior, fold_cfg, methods: Sequence[str], seed: int, fold_reference: str = "none"):
         self.predictor, self.prior, self.fold_cfg = predictor, prior, fold_cfg
         self.methods, self.seed = tuple(methods), seed
+        self.fold_reference = fold_reference
 
     def distributions(self, method: str, domain: Domain) -> Optional[dict]:
         from foldnet.inference.features import input_features
@@ -463,7 +478,6 @@ class DomainEvaluator:
           The JSON-able result: domain info, per-method metrics and calibration
           tables, timings, and (``keep_maps``) float16 maps for the report figure.
         """
-        from foldnet.structure import fold
 
         prot = domain.protein
         native = Native.of(prot)
@@ -480,10 +494,9 @@ class DomainEvaluator:
                 continue
             t1 = time.perf_counter()
             scores, table = distogram_scores(dist["dist_probs"], dist["phi_probs"], dist["psi_probs"], native)
-            folded = fold(
-                dist["dist_probs"], dist["phi_probs"], dist["psi_probs"], self.fold_cfg, self.seed,
-                aatype=prot.aatype, id=domain.id,
-            )
+            network = method in ("single", "profile")
+            background = self.prior if network and self.fold_reference == "prior" else None
+            folded = fold_distributions(prot.replace(id=domain.id), dist, self.fold_cfg, self.seed, background)
             t2 = time.perf_counter()
             scores.update(structure_scores(folded.protein, native))
             scores["fold_energy"] = folded.energy
@@ -555,8 +568,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             root, step, run_dir = resolve_checkpoint(cfg.checkpoint, cfg.step)
             model = load_for_inference(cfg.checkpoint, cfg.step)
             ckpt_id = f"{root}:{step}"
-    prior = load_prior(cfg, run_dir) if "prior" in cfg.methods else None
-    setup = (model, cfg.tiling, prior, make_fold_config(cfg.fold), tuple(cfg.methods), cfg.seed, cfg.compilation_cache_dir)
+    needs_prior = "prior" in cfg.methods or (model is not None and cfg.fold_reference == "prior")
+    prior = load_prior(cfg, run_dir) if needs_prior else None
+    setup = (model, cfg.tiling, prior, make_fold_config(cfg.fold), tuple(cfg.methods), cfg.seed,
+             cfg.compilation_cache_dir, cfg.fold_reference)
     fingerprint = settings_fingerprint(cfg, ckpt_id)
 
     skipped, failures, order, todo, evaluated = 0, [], [], [], []
@@ -610,7 +625,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     summary["settings"] = {
         "checkpoint": ckpt_id, "fingerprint": fingerprint, "methods": list(cfg.methods),
         "tiling": dataclasses.asdict(cfg.tiling), "fold": dataclasses.asdict(make_fold_config(cfg.fold)),
-        "seed": cfg.seed,
+        "seed": cfg.seed, "fold_reference": cfg.fold_reference,
     }
     write_markdown(out, summary)  # pops the tuple-keyed tables first
     report.write_json(summary, out / "summary.json")
@@ -618,13 +633,13 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     return summary
 
 
-def _make_evaluator(model, tiling, prior, fold_cfg, methods, seed, cache_dir) -> "DomainEvaluator":
+def _make_evaluator(model, tiling, prior, fold_cfg, methods, seed, cache_dir, fold_reference) -> "DomainEvaluator":
     """A DomainEvaluator from picklable parts (so process-pool workers can build their own)."""
     from foldnet.inference.predict import Predictor
 
     enable_compilation_cache(cache_dir)
     predictor = None if model is None else Predictor(model[0], model[1], tiling)
-    return DomainEvaluator(predictor, prior, fold_cfg, methods, seed)
+    return DomainEvaluator(predictor, prior, fold_cfg, methods, seed, fold_reference)
 
 
 def _evaluate_one(evaluator: "DomainEvaluator", dom: Domain, keep_maps: bool) -> tuple[str, Any]:
@@ -748,7 +763,9 @@ def write_markdown(out: Path, summary: dict) -> None:
         "",
         "Methods: `single` = network without profile; `profile` = network with the ProteinNet profile "
         "(subset of domains); `prior` = sequence-separation prior distogram + residue-type torsions; "
-        "`true_distogram` = folding the smoothed native distogram (the ceiling of the folding step).",
+        "`true_distogram` = folding the smoothed native distogram (the ceiling of the folding step). "
+        + ("The network's distograms are folded relative to the separation prior (`fold_reference=prior`)."
+           if s["settings"].get("fold_reference") == "prior" else "All distograms are folded on `-log p` alone."),
         "",
         "## Overall (mean over domains)",
         "",

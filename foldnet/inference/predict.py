@@ -64,6 +64,9 @@ class PredictConfig:
       progress: show a tqdm bar over records.
       compilation_cache_dir: JAX persistent compilation cache folder (None = off);
         folding compiles once per chain length, so repeated runs gain most.
+      fold_reference: "prior" folds on ``-log p + log p_prior``, the predicted distogram
+        relative to the model's sequence-separation prior (AlphaFold-CASP13's background
+        correction; the prior is the checkpoint's ``prior.npz``); "none" on ``-log p``.
     """
 
     input: str = ""
@@ -77,6 +80,18 @@ class PredictConfig:
     write_png: bool = True
     progress: bool = True
     compilation_cache_dir: Optional[str] = None
+    fold_reference: str = "prior"
+
+    def __post_init__(self):
+        check_fold_reference(self.fold_reference)
+
+
+FOLD_REFERENCES = ("prior", "none")
+
+
+def check_fold_reference(value: str) -> None:
+    if value not in FOLD_REFERENCES:
+        raise ValueError(f"fold_reference must be one of {FOLD_REFERENCES}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -159,7 +174,7 @@ class Predictor:
 
 
 def fold_distributions(
-    protein: Protein, dist: Mapping[str, np.ndarray], fold_cfg: Any, seed: int
+    protein: Protein, dist: Mapping[str, np.ndarray], fold_cfg: Any, seed: int, prior: Any = None
 ):
     """Fold a chain from its predicted distributions (``foldnet.structure.fold``).
 
@@ -168,15 +183,48 @@ def fold_distributions(
       dist: ``dist_probs`` [L, L, 65], ``phi_probs`` / ``psi_probs`` [L, 36].
       fold_cfg: a ``FoldConfig``.
       seed: folding seed.
+      prior: a ``foldnet.train.baselines.Prior`` to fold relative to (its separation
+        distogram is the background of the distogram term), or None.
 
     Returns:
       The ``FoldResult`` whose protein carries the query's id and sequence.
     """
     from foldnet.structure import fold
 
+    reference = None if prior is None else prior_distogram(prior, protein)
     return fold(
-        dist["dist_probs"], dist["phi_probs"], dist["psi_probs"], fold_cfg, seed, aatype=protein.aatype, id=protein.id
+        dist["dist_probs"], dist["phi_probs"], dist["psi_probs"], fold_cfg, seed,
+        aatype=protein.aatype, id=protein.id, reference=reference,
     )
+
+
+def prior_distogram(prior: Any, protein: Protein) -> np.ndarray:
+    """The prior's distogram [L, L, 65] for a chain (sequence separation, residue types)."""
+    L = len(protein)
+    batch = {"residue_index": np.arange(L)[None], "aatype": np.asarray(protein.aatype)[None]}
+    return prior.predict(batch)["dist_probs"][0]
+
+
+def load_checkpoint_prior(checkpoint: Optional[str], step: Optional[int] = None) -> Any:
+    """The ``prior.npz`` that travels with a checkpoint (training run or shipped model).
+
+    Training runs write it when they fit their baselines (``val.baselines``, on by default).
+    A run without one folds on the predicted distogram alone, with a warning that says so.
+    """
+    from foldnet.inference import pretrained
+    from foldnet.inference.checkpoint_io import resolve_checkpoint
+    from foldnet.train.baselines import Prior
+
+    if checkpoint in (None, "", "null") or str(checkpoint).startswith("pretrained:"):
+        name = str(checkpoint or "").partition("pretrained:")[2] or pretrained.DEFAULT_MODEL
+        path = pretrained.model_dir(name) / "prior.npz"
+    else:
+        root, _, run_dir = resolve_checkpoint(checkpoint, step)
+        path = (run_dir or root.parent) / "prior.npz"
+    if not path.is_file():
+        log.warning("fold_reference=prior: %s does not exist; folding on the predicted distogram alone", path)
+        return None
+    return Prior.load(path)
 
 
 def enable_compilation_cache(path: Optional[str]) -> None:
@@ -255,6 +303,7 @@ def predict_records(
     write_png: bool = True,
     progress: bool = False,
     on_result: Optional[Callable[[RecordResult], None]] = None,
+    prior: Any = None,
 ) -> list[RecordResult]:
     """Predict every record; bad ones are reported (``ok=False``) and skipped.
 
@@ -268,6 +317,7 @@ def predict_records(
       write_png: draw ``<id>.png``.
       progress: tqdm bar.
       on_result: called with each result as soon as it is known.
+      prior: fold relative to this prior's distogram (``fold_distributions``); None: no background.
 
     Returns:
       One RecordResult per input item, in order.
@@ -291,7 +341,7 @@ def predict_records(
                 profile = None if aln is None else feats_lib.alignment_profile(aln, rec.sequence, rec.id)
                 inputs = feats_lib.input_features(protein, profile)
                 dist = predictor.distributions(inputs)
-                fold_result = fold_distributions(protein, dist, fold_cfg, seed + k)
+                fold_result = fold_distributions(protein, dist, fold_cfg, seed + k, prior)
                 conf = write_outputs(out, protein, dist, fold_result, profile is not None, write_png)
                 res = RecordResult(
                     id=rec.id,
@@ -347,6 +397,7 @@ def predict(cfg: PredictConfig) -> list[RecordResult]:
         raise FileNotFoundError(f"predict: FASTA file {cfg.input} does not exist")
     enable_compilation_cache(cfg.compilation_cache_dir)
     model_cfg, params = load_for_inference(cfg.checkpoint, step=cfg.step)
+    prior = load_checkpoint_prior(cfg.checkpoint, cfg.step) if cfg.fold_reference == "prior" else None
     predictor = Predictor(model_cfg, params, cfg.tiling)
     out = Path(cfg.out_dir)
     results = predict_records(
@@ -359,6 +410,7 @@ def predict(cfg: PredictConfig) -> list[RecordResult]:
         write_png=cfg.write_png,
         progress=cfg.progress,
         on_result=lambda r: print(r.line(), flush=True),
+        prior=prior,
     )
     write_summary(results, out / "summary.tsv")
     return results
