@@ -5,9 +5,10 @@ parameterised by its phi/psi torsions (omega fixed trans, Engh & Huber bonds and
 built with NeRF (``foldnet.geometry.build_backbone``), scored by the potential of
 ``foldnet.structure.potential`` and minimised with Adam (optax) under a cosine learning
 rate schedule. The whole descent is one ``lax.scan`` under ``jit``; restarts run in
-parallel with ``vmap``, each initialised by sampling the predicted torsion distributions
-(bin, then uniform within the bin) plus Gaussian noise. The lowest-energy restart wins.
-Everything is f32 and deterministic for a given seed.
+parallel with ``vmap`` (and across the local devices with ``shard_map``), each
+initialised by sampling the predicted torsion distributions (bin, then uniform within
+the bin) plus Gaussian noise. The lowest-energy restart wins. Everything is f32 and
+deterministic for a given seed and device count.
 
 An optional Cartesian refinement then moves the N/CA/C coordinates directly under the
 same distogram, torsion and clash terms plus harmonic restraints on bond lengths, bond
