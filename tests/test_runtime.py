@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PROBE = "from foldnet.cli.runtime import use_all_cpu_cores; use_all_cpu_cores(); import jax; print(jax.local_device_count())"
+# The CLI modules are imported first, as the console entry point does: importing them must not
+# start JAX's backend (a module-level jnp array did, silently leaving one device).
+PROBE = (
+    "import foldnet.cli.main, foldnet.cli.predict, foldnet.cli.evaluate, foldnet.cli.demo; "
+    "from foldnet.cli.runtime import use_all_cpu_cores; use_all_cpu_cores(); import jax; print(jax.local_device_count())"
+)
 
 
 def _device_count(**env_changes) -> int:

@@ -37,6 +37,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from foldnet.common import residue_constants as rc
@@ -47,7 +48,9 @@ METHODS = ("pnerf", "scan")
 
 # A reference triple whose NeRF frame is the identity with origin 0:
 # unit(C - B) = x, unit((B - A) x x) = z, so M = I. Fragments are built from it.
-_INIT_TRIPLE = jnp.array([[-1.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], jnp.float32)
+# numpy, not jnp: a module-level jnp array would start the JAX backend at import time, before
+# the CLIs can choose the number of CPU devices (foldnet.cli.runtime).
+_INIT_TRIPLE = np.array([[-1.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
 
 
 def ideal_bond_lengths(length: int) -> jnp.ndarray:
