@@ -44,8 +44,6 @@ _FIRST_CENTRE = float(rc.DISTOGRAM_CENTERS[0])
 # Knots of the padded table: index 0 is the repeated front knot at centre_0 - w.
 _GRID_START = _FIRST_CENTRE - _W
 _NUM_KNOTS = rc.NUM_DIST_BINS + 3  # front pad + 64 regular + overflow + 2 end pads
-
-
 _NUM_SEGMENTS = _NUM_KNOTS - 3  # cubic pieces between knots k and k+1, k = 1 .. 65
 
 
