@@ -56,7 +56,6 @@ from foldnet.inference.predict import (
     enable_compilation_cache,
     fold_distributions,
     make_fold_config,
-    prior_distogram,
 )
 from foldnet.inference.tiling import TilingConfig
 from foldnet.structure.config import FoldConfig
