@@ -66,7 +66,7 @@ def real_batch(data_root: Path, batch: int, crop: int, seed: int = 0) -> dict:
     return {k: np.stack([e[k] for e in ex]) for k in ex[0]}
 
 
-def _time(fn, n: int) -> float:
+def median_seconds(fn, n: int) -> float:
     """Median seconds per call of ``fn`` (which must block) over n calls."""
     ts = []
     for _ in range(n):
@@ -76,6 +76,34 @@ def _time(fn, n: int) -> float:
     return float(np.median(ts))
 
 
+def bench_step(preset: str, dtype: str, batch: dict) -> dict:
+    """The compiled, warmed-up training step of a preset on ``batch``.
+
+    Returns:
+      {"run": a blocking callable running one step, "flops": XLA's FLOP count of the
+      compiled step, "compile_s", "params": parameter count}.
+    """
+    cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
+    model, opt, state = create_train_state(cfg, OptimConfig(warmup_steps=1, total_steps=1000), 0, batch)
+    step = jax.jit(make_train_step(model, opt), donate_argnums=0)
+    db = jax.device_put(batch)
+    t = time.perf_counter()
+    compiled = step.lower(state, db).compile()
+    compile_s = time.perf_counter() - t
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    holder = {"s": state}
+    n_params = count_params(state.params)
+
+    def run():
+        holder["s"], m = compiled(holder["s"], db)
+        jax.block_until_ready(m["loss"])
+
+    run()  # warm-up
+    return {"run": run, "flops": float(cost.get("flops", float("nan"))), "compile_s": compile_s,
+            "params": n_params}
+
+
 def conv_reference(batch: int, crop: int, channels: int, dtype, reps: int) -> dict:
     """FLOP/s of one plain 3x3 SAME convolution [B, N, N, C] -> C."""
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, crop, crop, channels), dtype)
@@ -83,42 +111,26 @@ def conv_reference(batch: int, crop: int, channels: int, dtype, reps: int) -> di
     f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
         x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
     f(x, w).block_until_ready()
-    sec = _time(lambda: f(x, w).block_until_ready(), reps)
+    sec = median_seconds(lambda: f(x, w).block_until_ready(), reps)
     flops = 2.0 * batch * crop * crop * 9 * channels * channels
     return {"seconds": sec, "flops": flops, "flops_per_s": flops / sec}
 
 
 def bench_one(preset: str, crop: int, batch: int, dtype: str, steps: int, data_root: Path) -> dict:
-    cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
-    b = real_batch(data_root, batch, crop)
-    model, opt, state = create_train_state(cfg, OptimConfig(warmup_steps=1, total_steps=1000), 0, b)
-    step = jax.jit(make_train_step(model, opt), donate_argnums=0)
-    db = jax.device_put(b)
-    t = time.perf_counter()
-    compiled = step.lower(state, db).compile()
-    compile_s = time.perf_counter() - t
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", float("nan")))
-    holder = {"s": state}
-
-    def run():
-        holder["s"], m = compiled(holder["s"], db)
-        jax.block_until_ready(m["loss"])
-
-    run()  # warm-up
-    sec = _time(run, steps)
+    cfg = PRESETS[preset]
+    s = bench_step(preset, dtype, real_batch(data_root, batch, crop))
+    sec = median_seconds(s["run"], steps)
     conv = conv_reference(batch, crop, cfg.channels_2d, jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
                           max(steps, 3))
-    flops_per_s = flops / sec
+    flops_per_s = s["flops"] / sec
     return {
         "preset": preset, "crop": crop, "batch": batch, "dtype": dtype,
-        "params": count_params(state.params),
-        "compile_s": round(compile_s, 2),
+        "params": s["params"],
+        "compile_s": round(s["compile_s"], 2),
         "step_s": sec,
         "crops_per_s": batch / sec,
         "residue_pairs_per_s": batch * crop * crop / sec,
-        "step_flops_xla": flops,
+        "step_flops_xla": s["flops"],
         "model_flops_per_s": flops_per_s,
         "conv3x3_flops_per_s": conv["flops_per_s"],
         "fraction_of_conv3x3": flops_per_s / conv["flops_per_s"],

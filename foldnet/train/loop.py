@@ -47,14 +47,10 @@ from foldnet.train.config import TrainConfig, to_train_config, to_yaml
 from foldnet.train.logging import RunLogger, plot_curves
 from foldnet.train.parallel import parallelize_train_step
 from foldnet.train.state import create_train_state
+from foldnet.train.metrics_buffer import MetricsBuffer
 from foldnet.train.validate import evaluate, validation_batches
 
 log = pylogging.getLogger(__name__)
-
-# Step metrics averaged into the "train" lines (the rest are counters or per example).
-_MEAN_KEYS = ("loss", "distogram_loss", "torsion_loss", "phi_loss", "psi_loss", "omega_loss",
-              "grad_norm", "param_norm", "update_norm", "learning_rate")
-
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive training steps had a non-finite loss or gradient."""
@@ -237,15 +233,27 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
     step = start_step
     t_start = time.perf_counter()
     t_interval, steps_interval = t_start, 0
-    sums: dict[str, float] = {}
-    first_loss: Optional[float] = None
-    last_loss = math.nan
     last_val: Optional[dict] = None
     last_val_step = -1
     halted = False
     timed_out = False
     nan_steps = set(int(s) for s in cfg.nan_steps)
     max_skips = cfg.optim.max_consecutive_skips
+
+    def on_skip(at_step: int, m: dict) -> None:
+        bad = np.asarray(m["nonfinite_example_ids"])
+        bad = sorted(int(i) for i in bad[bad >= 0])
+        ids = [train_ds.ids[i] for i in bad if 0 <= i < len(train_ds)]
+        logger.log("skip", at_step, {"consecutive_skips": m["consecutive_skips"],
+                                     "total_skips": m["total_skips"], "example_ids": bad, "chain_ids": ids})
+        log.warning("step %d: non-finite loss/gradient, update skipped (examples %s)", at_step, ids or bad)
+        if m["consecutive_skips"] >= max_skips:
+            raise NonFiniteLossError(
+                f"{m['consecutive_skips']} consecutive non-finite steps (last at step {at_step}, "
+                f"examples {ids or bad}); see {run_dir / 'metrics.jsonl'}"
+            )
+
+    metrics = MetricsBuffer(on_skip)
     bar = tqdm(total=cfg.steps, initial=start_step, disable=not (writer and cfg.logging.progress),
                dynamic_ncols=True, desc="train")
     batches = iter(loader)
@@ -258,37 +266,20 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
             step += 1
             steps_interval += 1
             bar.update(1)
-            if m["skipped"] > 0:
-                bad = np.asarray(m["nonfinite_example_ids"])
-                bad = sorted(int(i) for i in bad[bad >= 0])
-                ids = [train_ds.ids[i] for i in bad if 0 <= i < len(train_ds)]
-                logger.log("skip", step, {"consecutive_skips": m["consecutive_skips"],
-                                          "total_skips": m["total_skips"], "example_ids": bad, "chain_ids": ids})
-                log.warning("step %d: non-finite loss/gradient, update skipped (examples %s)", step, ids or bad)
-                if m["consecutive_skips"] >= max_skips:
-                    raise NonFiniteLossError(
-                        f"{m['consecutive_skips']} consecutive non-finite steps (last at step {step}, "
-                        f"examples {ids or bad}); see {run_dir / 'metrics.jsonl'}"
-                    )
-            else:
-                for k in _MEAN_KEYS:
-                    if k in m:
-                        sums[k] = sums.get(k, 0.0) + float(m[k])
-                sums["_n"] = sums.get("_n", 0.0) + 1
-                last_loss = float(m["loss"])
-                if first_loss is None:
-                    first_loss = last_loss
+            metrics.append(step, m)  # stays on the device until the next log point
+            # A run of max_skips skipped steps must stop within max_skips steps.
+            if step % max(1, min(cfg.logging.every_steps, max_skips)) == 0:
+                metrics.flush()
             if step % cfg.logging.every_steps == 0 or step == cfg.steps:
+                entry = metrics.interval_means()
                 now = time.perf_counter()
-                n = sums.pop("_n", 0.0)
-                entry = {k: v / n for k, v in sums.items()} if n else {}
                 entry["crops_per_s"] = steps_interval * cfg.data.batch_size / max(now - t_interval, 1e-9)
-                entry["total_skips"] = m["total_skips"]
                 entry["elapsed_s"] = now - t_start
                 logger.log("train", step, entry)
                 bar.set_postfix(loss=f"{entry.get('loss', math.nan):.3f}", crops_s=f"{entry['crops_per_s']:.1f}")
-                sums, t_interval, steps_interval = {}, now, 0
+                t_interval, steps_interval = now, 0
             if cfg.halt_at_step is not None and step >= cfg.halt_at_step:
+                metrics.flush()
                 halted = True  # as if killed: no final validation or checkpoint
                 break
             timed_out = cfg.max_minutes > 0 and (time.perf_counter() - t_start) > 60.0 * cfg.max_minutes
@@ -297,8 +288,10 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
             if cfg.val.every_steps > 0 and step % cfg.val.every_steps == 0:
                 last_val, last_val_step = validate(step), step
             if cfg.checkpoint.every_steps > 0 and step % cfg.checkpoint.every_steps == 0:
+                metrics.flush()
                 ckpt.save(step, pstep.unreplicate(state), loader.state_dict(),
                           last_val if last_val_step == step else None)
+        metrics.flush()
         seconds = time.perf_counter() - t_start
         if not halted:
             if last_val_step != step:
@@ -318,8 +311,8 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
         "seconds": seconds,
         "crops_per_s": (step - start_step) * cfg.data.batch_size / max(seconds, 1e-9),
         "num_params": n_params,
-        "first_train_loss": first_loss,
-        "final_train_loss": last_loss,
+        "first_train_loss": metrics.first_loss,
+        "final_train_loss": metrics.last_loss,
         "total_skips": int(np.asarray(pstep.unreplicate(state.total_skips))),
         "val": last_val,
         "baseline": baseline,
