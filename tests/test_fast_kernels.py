@@ -75,6 +75,27 @@ def test_layernorm_matches_flax_parameters_values_gradients():
         assert _rel(u, v) < 1e-5
 
 
+def test_fused_preactivation_matches_autodiff_composition():
+    k = jax.random.split(jax.random.PRNGKey(4), 5)
+    x = 1.5 + 2.0 * jax.random.normal(k[0], (2, 7, 7, 16))
+    scale = 1.0 + 0.3 * jax.random.normal(k[1], (16,))
+    bias = 0.5 * jax.random.normal(k[2], (16,))
+    mask = (jax.random.uniform(k[3], (2, 7, 7, 1)) > 0.2).astype(jnp.float32)
+    g = jax.random.normal(k[4], x.shape)
+
+    def composed(x, s, b):
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.maximum(0.0, (x * x).mean(-1, keepdims=True) - mean**2)
+        return jax.nn.elu((x - mean) * jax.lax.rsqrt(var + 1e-5) * s + b) * mask
+
+    fused = lambda x, s, b: layers._norm_elu_mask(x, s, b, mask, 1e-5)  # noqa: E731
+    a = jax.value_and_grad(lambda *a: jnp.sum(fused(*a) * g), argnums=(0, 1, 2))(x, scale, bias)
+    b = jax.value_and_grad(lambda *a: jnp.sum(composed(*a) * g), argnums=(0, 1, 2))(x, scale, bias)
+    np.testing.assert_allclose(fused(x, scale, bias), composed(x, scale, bias), atol=1e-6)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert _rel(u, v) < 1e-5
+
+
 def _reference_masked_ce(logits, labels, mask):
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
@@ -92,14 +113,23 @@ def test_cross_entropy_matches_gather_form():
     assert _rel(a[0], b[0]) < 1e-6 and _rel(a[1], b[1]) < 1e-6
 
 
+class _FlaxLayerNormThenElu(nn.LayerNorm):
+    """flax's LayerNorm, then elu(.) * mask when asked: the pre-rewrite composition."""
+
+    def __call__(self, x, elu_mask=None):
+        y = super().__call__(x)
+        return y if elu_mask is None else nn.elu(y) * elu_mask
+
+
 @pytest.fixture
 def previous_implementation(monkeypatch):
     """Swap the rewrites back for what they replaced (read at trace time)."""
 
     def swap():
         monkeypatch.setattr(layers, "conv_general_dilated", lax.conv_general_dilated)
-        monkeypatch.setattr(layers, "_LayerNorm", nn.LayerNorm)
+        monkeypatch.setattr(layers, "_LayerNorm", _FlaxLayerNormThenElu)
         monkeypatch.setattr(heads, "_masked_ce", _reference_masked_ce)
+        monkeypatch.setattr(layers, "FUSED_PREACTIVATION", False)
 
     return swap
 
