@@ -15,6 +15,10 @@ import numpy as np
 from foldnet.common import residue_constants as rc
 
 
+# |coordinate| at or above this (Angstrom) is treated as missing; the PDB format tops out at 1e4.
+MAX_COORDINATE = 1e5
+
+
 @dataclasses.dataclass(frozen=True)
 class Protein:
     """A protein chain with backbone coordinates.
@@ -62,6 +66,16 @@ class Protein:
                 raise ValueError(
                     f"Protein {self.id!r}: {name} has shape {np.shape(arr)}, expected {shape}"
                 )
+        # One place for every reader: an atom whose coordinates are nan, inf or absurdly large
+        # (a damaged ProteinNet / PDB record) is not observed. Left at mask 1 it would give
+        # nan distances with pair mask 1 and poison a training step.
+        pos = np.asarray(self.atom_positions)
+        bad = ~np.all(np.isfinite(pos) & (np.abs(pos) < MAX_COORDINATE), axis=-1)
+        if bad.any():
+            mask = np.where(bad, 0.0, np.asarray(self.atom_mask)).astype(np.float32)
+            pos = np.where(bad[..., None], 0.0, pos).astype(np.float32)
+            object.__setattr__(self, "atom_positions", pos)
+            object.__setattr__(self, "atom_mask", mask)
 
     def __len__(self) -> int:
         return len(self.aatype)

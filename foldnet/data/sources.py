@@ -44,16 +44,19 @@ import re
 import shutil
 import tarfile
 import tempfile
+import logging
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 from foldnet.common import atomic
-from foldnet.common.paths import data_root
+from foldnet.common.paths import confined, data_root, safe_stem
 from foldnet.data.errors import ParseError
 from foldnet.data.fetch import DownloadError, OfflineError, download_with_info
 
 PathLike = Union[str, os.PathLike]
+log = logging.getLogger(__name__)
 
 RCSB_BASE = "https://files.rcsb.org/download"
 # wwPDB archive ("divided") layout roots; the same tree is mirrored by the three wwPDB sites.
@@ -606,7 +609,13 @@ def fetch_pdnet(
         raise ValueError("a checksum can only be given when fetching a single PDNet file")
     root = default_cache_dir(cache_dir) / "pdnet"
     base = (base_url or PDNET_BASE).rstrip("/")
-    jobs = [_Job(f, f"{base}/{f}", root / Path(f).name, None, False, sha256, md5) for f in files]
+    for f in files:
+        if not isinstance(f, str) or safe_stem(f, "PDNet file name") != f:
+            raise ValueError(f"PDNet file name {f!r}: expected a plain file name such as {PDNET_FILES[0]}")
+    if base.startswith("http://") and not (md5 or sha256):
+        log.warning("pdnet: %s is plain http and publishes no checksum; the archive's pickles are read "
+                    "with a data-only unpickler, but pass sha256=... if you know the archive's digest", base)
+    jobs = [_Job(f, f"{base}/{f}", confined(root, f), None, False, sha256, md5) for f in files]
     report = _run_jobs("pdnet", jobs, retries=retries, backoff=backoff, timeout=timeout, workers=1,
                        progress=progress)
     if extract:
@@ -678,8 +687,9 @@ def fetch_url(url: str, *, dest: Optional[PathLike] = None, cache_dir: Optional[
               md5: Optional[str] = None, sha256: Optional[str] = None, retries: int = 3,
               backoff: float = 0.5, timeout: float = 30.0, progress: bool = False) -> FetchReport:
     """Fetch any URL into ``dest`` (default ``<cache>/url/<file name>``), with the same guarantees."""
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "download"
-    dest = Path(dest) if dest else default_cache_dir(cache_dir) / "url" / name
+    name = urllib.parse.unquote(urllib.parse.urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]) or "download"
+    # The server names the file: ``..``, ``%2F`` or a control character must not pick the path.
+    dest = Path(dest) if dest else confined(default_cache_dir(cache_dir) / "url", safe_stem(name, "file name"))
     job = _Job(name, url, dest, None, False, sha256, md5)
     return _run_jobs("url", [job], retries=retries, backoff=backoff, timeout=timeout, workers=1, progress=progress)
 

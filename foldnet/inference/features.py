@@ -41,6 +41,10 @@ def find_alignment(msa_dir: Optional[PathLike], record_id: str) -> Optional[Path
     """
     if msa_dir in (None, "", "null"):
         return None
+    from foldnet.common.paths import safe_stem
+
+    if safe_stem(record_id) != record_id:  # ../x, /abs, a/b: never looked up outside msa_dir
+        return None
     for suffix in MSA_SUFFIXES:
         p = Path(msa_dir) / f"{record_id}{suffix}"
         if p.is_file():
