@@ -65,32 +65,14 @@ def test_case_only_collisions_get_distinct_stems():
 
 def _fake_predict(monkeypatch, tmp_path, fasta_text: str, out: Path, encoding="utf-8"):
     """predict_records with a stub network and fold (real FASTA reading and file writing)."""
-    from foldnet.common import residue_constants as rc
-    from foldnet.common.protein import Protein
     from foldnet.data.fasta import iter_fasta
-    from foldnet.inference import predict as pred
 
-    class FakePredictor:
-        def distributions(self, inputs):
-            L = len(inputs["aatype"])
-            d = np.full((L, L, rc.NUM_DIST_BINS), 1.0 / rc.NUM_DIST_BINS, np.float32)
-            t = np.full((L, rc.NUM_TORSION_BINS), 1.0 / rc.NUM_TORSION_BINS, np.float32)
-            return {"dist_probs": d, "phi_probs": t, "psi_probs": t, "num_windows": 1,
-                    "pair_coverage": np.ones((L, L), np.int16)}
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fuzz_corpus import stub_predict_records
 
-    class Fold:
-        def __init__(self, protein):
-            L = len(protein)
-            pos = np.cumsum(np.full((L, rc.NUM_ATOMS, 3), 1.5, np.float32), axis=0)
-            self.protein = protein.replace(atom_positions=pos, atom_mask=np.ones((L, rc.NUM_ATOMS), np.float32))
-            self.confidence = np.full(L, 50.0, np.float32)
-            self.energy = 1.0
-
-    monkeypatch.setattr(pred, "fold_distributions", lambda protein, dist, cfg, seed, prior=None: Fold(protein))
     fasta = tmp_path / "in.fasta"
     fasta.write_bytes(fasta_text.encode(encoding))
-    return pred.predict_records(list(iter_fasta(fasta, errors="skip")), FakePredictor(), out,
-                                write_png=False, settings="s")
+    return stub_predict_records(list(iter_fasta(fasta, errors="skip")), out, settings="s")
 
 
 def test_predict_ids_never_write_outside_out_dir(monkeypatch, tmp_path):

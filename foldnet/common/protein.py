@@ -70,12 +70,21 @@ class Protein:
         # (a damaged ProteinNet / PDB record) is not observed. Left at mask 1 it would give
         # nan distances with pair mask 1 and poison a training step.
         pos = np.asarray(self.atom_positions)
+        mask = np.asarray(self.atom_mask)
+        if not ((mask == 0) | (mask == 1)).all():  # a damaged mask value means "not observed"
+            object.__setattr__(self, "atom_mask", (mask == 1).astype(np.float32))
         bad = ~np.all(np.isfinite(pos) & (np.abs(pos) < MAX_COORDINATE), axis=-1)
         if bad.any():
             mask = np.where(bad, 0.0, np.asarray(self.atom_mask)).astype(np.float32)
             pos = np.where(bad[..., None], 0.0, pos).astype(np.float32)
             object.__setattr__(self, "atom_positions", pos)
             object.__setattr__(self, "atom_mask", mask)
+        if self.profile is not None and not np.isfinite(self.profile).all():
+            # A damaged profile row carries no information: uniform, as for an all-gap column.
+            prof = np.asarray(self.profile, np.float32)
+            rows = ~np.isfinite(prof).all(axis=-1)
+            prof = np.where(rows[:, None], np.float32(1.0 / rc.NUM_STANDARD), prof).astype(np.float32)
+            object.__setattr__(self, "profile", prof)
 
     def __len__(self) -> int:
         return len(self.aatype)

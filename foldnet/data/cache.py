@@ -208,6 +208,15 @@ class H5Dataset:
         if not (len(self._lengths) == n and len(self._offsets) == n + 1 and len(self._cath) == n
                 and (n == 0 or int(self._offsets[-1]) == int(self._lengths.sum()))):
             raise ValueError("chain tables disagree (ids / lengths / offsets)")
+        if np.any(self._lengths < 0) or np.any(np.diff(self._offsets) != self._lengths):
+            raise ValueError("chain offsets do not match the chain lengths")
+        missing = [k for k in RESIDUE_FEATURES if k != "profile" and k not in self._residue_keys]
+        if missing:
+            raise ValueError(f"missing residue features {missing}")
+        with h5py.File(self.path, "r") as f:
+            short = [k for k in self._residue_keys if f["residues/" + k].shape[0] != int(self._offsets[-1])]
+        if short:
+            raise ValueError(f"residue features {short} do not hold {int(self._offsets[-1])} residues")
 
     def _check_generation(self) -> None:
         """A file of a build that did not finish (killed between split files) is refused."""
@@ -324,6 +333,12 @@ class H5Dataset:
         stop = L if stop is None else min(int(stop), L)
         start = max(0, int(start))
         base = int(self._offsets[i])
+        try:
+            return self._read(i, start, stop, L, base, keys)
+        except (OSError, KeyError, ValueError) as e:  # damaged after the tables were checked
+            raise ParseError(self.path, f"cannot read chain {i}: {type(e).__name__}: {e}", self._ids[i]) from None
+
+    def _read(self, i: int, start: int, stop: int, L: int, base: int, keys: Optional[Iterable[str]]) -> dict:
         self._handle()
         d = self._dsets
         if keys is None:

@@ -88,8 +88,10 @@ def load_pretrained(name: str = DEFAULT_MODEL):
     weights = d / "params.msgpack"
     digest = _sha256(weights)
     if digest != manifest["params_sha256"]:
-        raise ValueError(
-            f"{weights}: sha256 {digest} does not match the manifest ({manifest['params_sha256']}); "
+        from foldnet.data.errors import ParseError
+
+        raise ParseError(
+            weights, f"sha256 {digest} does not match the manifest ({manifest['params_sha256']}); "
             "the file is damaged or was replaced"
         )
     params = serialization.msgpack_restore(weights.read_bytes())
