@@ -51,7 +51,7 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(
-        {"summary": summary, "cases": [dataclasses.asdict(o) for o in outcomes]}, indent=1) + "\n")
+        {"summary": summary, "cases": [{**dataclasses.asdict(o), "detail": o.detail[:240]} for o in outcomes]}, indent=1) + "\n")
     cols = ("cases", "correct", "clean_error", "traceback", "hang", "partial_file", "errors_reported",
             "with_line_or_record")
     lines = [
