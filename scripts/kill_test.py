@@ -13,7 +13,7 @@ was trusted:
   sha256 and no ``.tmp`` file is left.
 * ``train``: ``foldnet train debug=tiny`` checkpointing every 2 steps; the rerun must start
   at the newest checkpoint that existed at the kill and finish all steps.
-* ``predict``: 4 short FASTA records with ``fold=fast``; records finished before the kill
+* ``predict``: 6 short FASTA records with ``fold=fast``; records finished before the kill
   are kept (``resumed``, files untouched), the rest predicted.
 * ``evaluate``: 3 held-out domains, baselines only, ``fold=fast``; finished domains resume.
 * ``fetch``: a 3 MB file from a throttled HTTP server on 127.0.0.1; the rerun must ask for
@@ -139,7 +139,7 @@ def stage_train(work: Path, rng: random.Random) -> dict:
     data = _ensure_small_dataset(work)
     run = work / "run"
     cmd = foldnet("train", "debug=tiny", f"data.dir={data}", f"data.train={data / 'train.h5'}",
-                  f"data.val={data / 'val.h5'}", f"run_dir={run}", "steps=12", "checkpoint.every_steps=2",
+                  f"data.val={data / 'val.h5'}", f"run_dir={run}", "steps=16", "checkpoint.every_steps=2",
                   "checkpoint.keep_last=3", "val.every_steps=0", "logging.tensorboard=false", "logging.curves=false")
     ck = run / "checkpoints"
     kill = run_killed(cmd, rng.uniform(0.0, 6.0), work,
@@ -149,7 +149,7 @@ def stage_train(work: Path, rng: random.Random) -> dict:
     res = run_to_end(cmd, work)
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     start = summary.get("start_step", -1)
-    ok = res.returncode == 0 and summary.get("steps_done") == 12 and (start == newest or not kill["killed"])
+    ok = res.returncode == 0 and summary.get("steps_done") == 16 and (start == newest or not kill["killed"])
     return {**kill, "ok": ok, "resumed": bool(start and start > 0), "checkpoint_at_kill": newest,
             "resumed_from": start, "lost": 0 if start == newest or not kill["killed"] else 1,
             "stderr": res.stderr[-400:] if res.returncode else ""}
@@ -158,7 +158,7 @@ def stage_train(work: Path, rng: random.Random) -> dict:
 def _fasta(work: Path) -> Path:
     from foldnet.data.proteinnet import iter_proteinnet
 
-    recs = [p for p in iter_proteinnet(DATA / "proteinnet" / "testing.gz") if 40 <= len(p) <= 60][:4]
+    recs = [p for p in iter_proteinnet(DATA / "proteinnet" / "testing.gz") if 40 <= len(p) <= 60][:6]
     path = work / "q.fasta"
     path.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in recs))
     return path
@@ -167,7 +167,7 @@ def _fasta(work: Path) -> Path:
 def stage_predict(work: Path, rng: random.Random) -> dict:
     out = work / "pred"
     cmd = foldnet("predict", f"input={_fasta(work)}", f"out_dir={out}", "fold=fast", "write_png=false", "progress=false")
-    kill = run_killed(cmd, rng.uniform(0.0, 5.0), work, after=lambda: any(out.glob("*.npz")))
+    kill = run_killed(cmd, rng.uniform(0.0, 4.0), work, after=lambda: any(out.glob("*.npz")))
     done = {p.stem: p.stat().st_mtime_ns for p in out.glob("*.npz")} if out.exists() else {}
     res = run_to_end(cmd, work)
     rows = [ln.split("\t") for ln in (out / "summary.tsv").read_text().splitlines()] if (out / "summary.tsv").exists() else [[]]
@@ -176,7 +176,7 @@ def stage_predict(work: Path, rng: random.Random) -> dict:
     kept = {r["file"] for r in table if r.get("resumed") == "1"}
     untouched = all(out.joinpath(f"{s}.npz").stat().st_mtime_ns == t for s, t in done.items())
     lost = len(set(done) - kept) + (0 if untouched else 1)
-    ok = res.returncode == 0 and len(table) == 4 and all(r["ok"] == "1" for r in table) and lost == 0
+    ok = res.returncode == 0 and len(table) == 6 and all(r["ok"] == "1" for r in table) and lost == 0
     left = len(list(out.glob(".*.tmp")))
     return {**kill, "ok": ok and left == 0, "resumed": bool(kept), "finished_before_rerun": len(done),
             "kept": len(kept), "lost": lost, "tmp_files_after": left, "stderr": res.stderr[-400:] if res.returncode else ""}

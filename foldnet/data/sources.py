@@ -752,6 +752,17 @@ class FetchConfig:
     progress: bool = True
     report: Optional[str] = None
 
+    def __post_init__(self):
+        from foldnet.data.errors import ConfigError
+
+        for key, kind, low in (("retries", int, 0), ("workers", int, 1), ("backoff", (int, float), 0),
+                               ("timeout", (int, float), 1e-3)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+                raise ConfigError(key, f"must be a number >= {low}, got {value!r}")
+        if not isinstance(self.ids, (list, tuple)):
+            raise ConfigError("ids", f"must be a list such as ids=[1crn,4hhb], got {self.ids!r}")
+
 
 def run_fetch(cfg: FetchConfig) -> FetchReport:
     """Dispatch a :class:`FetchConfig` to the source helper; write the TSV report if asked.

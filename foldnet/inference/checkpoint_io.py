@@ -169,10 +169,13 @@ def load_for_inference(checkpoint: Optional[PathLike], step: Optional[int] = Non
         return model_cfg, _restore_or_explain(root, chosen)
     # No step asked for: a damaged best/latest step is skipped with a warning, not fatal.
     others = sorted((int(d.name) for d in root.iterdir() if _is_step_dir(d) and int(d.name) != chosen), reverse=True)
+    from foldnet.train.checkpoint import quiet_failed_restore
+
     problems = []
     for s in [chosen] + others:
         try:
-            return model_cfg, restore_params(root, s)
+            with quiet_failed_restore():
+                return model_cfg, restore_params(root, s)
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for damaged files
             reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
             problems.append(f"step {s}: {reason}")
@@ -181,8 +184,11 @@ def load_for_inference(checkpoint: Optional[PathLike], step: Optional[int] = Non
 
 
 def _restore_or_explain(root: Path, step: int) -> Any:
+    from foldnet.train.checkpoint import quiet_failed_restore
+
     try:
-        return restore_params(root, step)
+        with quiet_failed_restore():
+            return restore_params(root, step)
     except Exception as e:  # noqa: BLE001
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         raise ValueError(f"checkpoint {root / str(step)} cannot be restored ({reason}); "

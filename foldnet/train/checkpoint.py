@@ -30,13 +30,16 @@ from the next older step; only when no step restores does it fail, naming the di
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import jax
 import numpy as np
@@ -68,6 +71,22 @@ class CheckpointConfig:
     best_metric: str = "dist_nll"
     resume: bool = True
     async_save: bool = False
+
+
+@contextlib.contextmanager
+def quiet_failed_restore() -> Iterator[None]:
+    """Hide the asyncio noise a failed Orbax restore leaves behind ("Task exception was never
+    retrieved", "Event loop is closed"): the caller reports the failure in one warning."""
+    logger = logging.getLogger("asyncio")
+    level, hook = logger.level, sys.unraisablehook
+    logger.setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        gc.collect()  # abandoned tasks report when collected: collect them while muted
+        logger.setLevel(level)
+        sys.unraisablehook = hook
 
 
 def _key_to_data(tree: Any) -> tuple[Any, Any]:
@@ -211,7 +230,8 @@ class Checkpointer:
         problems = []
         for step in sorted(self.all_steps(), reverse=True):
             try:
-                return self._restore(step, abstract_state)
+                with quiet_failed_restore():
+                    return self._restore(step, abstract_state)
             except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for damaged files
                 reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
                 problems.append(f"step {step}: {reason}")
