@@ -50,8 +50,9 @@ def main() -> int:
     bad = [o for o in outcomes if o.category in ("traceback", "hang", "partial_file")]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(
-        {"summary": summary, "cases": [{**dataclasses.asdict(o), "detail": o.detail[:240]} for o in outcomes]}, indent=1) + "\n")
+    rows = [json.dumps({**dataclasses.asdict(o), "detail": o.detail[:240]}) for o in outcomes]
+    out.with_suffix(".json").write_text(
+        '{"summary": ' + json.dumps(summary, indent=1) + ',\n "cases": [\n' + ",\n".join(rows) + "\n]}\n")
     cols = ("cases", "correct", "clean_error", "traceback", "hang", "partial_file", "errors_reported",
             "with_line_or_record")
     lines = [

@@ -59,7 +59,7 @@ def foldnet(*args: str) -> list[str]:
 
 
 def run_killed(cmd: list[str], delay: float, cwd: Path, after: Optional[Callable[[], bool]] = None,
-               max_wait: float = 300.0) -> dict:
+               max_wait: float = 300.0, poll: float = 0.05) -> dict:
     """Start ``cmd``; SIGKILL its process group ``delay`` s later (counted from when ``after()``
     first holds, e.g. "a checkpoint exists", when given) unless it finished first."""
     t0 = time.perf_counter()
@@ -67,7 +67,7 @@ def run_killed(cmd: list[str], delay: float, cwd: Path, after: Optional[Callable
                             start_new_session=True)
     if after is not None:
         while proc.poll() is None and not after() and time.perf_counter() - t0 < max_wait:
-            time.sleep(0.05)
+            time.sleep(poll)
     try:
         proc.wait(timeout=delay)
         killed = False
@@ -99,16 +99,20 @@ def stage_build(work: Path, rng: random.Random) -> dict:
     if first.returncode:
         raise RuntimeError(first.stderr)
     cmd = foldnet(*base, "data.build.max_chains=300")
-    kill = run_killed(cmd, rng.uniform(0.5, 4.0), work)
+    if rng.random() < 0.5:  # anywhere (mostly while parsing)
+        kill = run_killed(cmd, rng.uniform(0.5, 4.0), work)
+    else:  # while the split files are written: the first temp file seen, then a little later
+        kill = run_killed(cmd, rng.uniform(0.0, 0.3), work, after=lambda: any(out.glob(".*.tmp")), poll=0.002)
     from foldnet.data.cache import H5Dataset, StaleCacheError
     from foldnet.data.errors import ParseError
 
-    trusted_partial = 0
+    trusted_partial = refused = 0
     manifest = out / "manifest.json"
     for h5 in sorted(out.glob("*.h5")) if out.exists() else []:
         try:
             H5Dataset(h5)
         except (StaleCacheError, ParseError, OSError):
+            refused += 1
             continue
         # Opened: it must then be the file the (finished) manifest describes.
         info = json.loads(manifest.read_text())["splits"].get(h5.stem, {}) if manifest.exists() else {}
@@ -121,7 +125,7 @@ def stage_build(work: Path, rng: random.Random) -> dict:
     consistent = all(_sha(out / i["file"]) == i["sha256"] for i in m["splits"].values()) and bool(m["splits"])
     left = len(list(out.glob(".*.tmp")))
     return {**kill, "ok": ok and consistent and left == 0 and trusted_partial == 0,
-            "resumed": False, "lost": 0, "tmp_files_before_rerun": tmp_before, "tmp_files_after": left,
+            "resumed": False, "lost": 0, "tmp_files_before_rerun": tmp_before, "tmp_files_after": left, "splits_refused_before_rerun": refused,
             "half_written_trusted": trusted_partial, "stderr": res.stderr[-400:] if not ok else ""}
 
 
@@ -142,7 +146,7 @@ def stage_train(work: Path, rng: random.Random) -> dict:
                   f"data.val={data / 'val.h5'}", f"run_dir={run}", "steps=16", "checkpoint.every_steps=2",
                   "checkpoint.keep_last=3", "val.every_steps=0", "logging.tensorboard=false", "logging.curves=false")
     ck = run / "checkpoints"
-    kill = run_killed(cmd, rng.uniform(0.0, 6.0), work,
+    kill = run_killed(cmd, rng.uniform(0.0, 3.0), work,
                       after=lambda: ck.is_dir() and any(d.name.isdigit() for d in ck.iterdir()))
     steps = sorted(int(d.name) for d in ck.iterdir() if d.name.isdigit()) if ck.exists() else []
     newest = steps[-1] if steps else 0
@@ -186,7 +190,7 @@ def stage_evaluate(work: Path, rng: random.Random) -> dict:
     out = work / "eval"
     cmd = foldnet("evaluate", f"out_dir={out}", "max_domains=3", "max_length=90", "fold=fast",
                   "methods=[prior,true_distogram]", "num_example_maps=0", "progress=false")
-    kill = run_killed(cmd, rng.uniform(0.0, 8.0), work, after=lambda: any((out / "domains").glob("*.json")))
+    kill = run_killed(cmd, rng.uniform(0.0, 4.0), work, after=lambda: any((out / "domains").glob("*.json")))
     done = {p.name for p in (out / "domains").glob("*.json")} if (out / "domains").exists() else set()
     res = run_to_end(cmd, work)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
