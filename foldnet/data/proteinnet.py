@@ -16,7 +16,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 
 from foldnet.common import residue_constants as rc
-from foldnet.common.protein import Protein
+from foldnet.common.protein import Protein, mask_unobserved
 from foldnet.data.errors import ParseError
 from foldnet.data.fasta import open_text
 
@@ -114,7 +114,7 @@ def _parse_record(path: PathLike, start: int, rec: dict) -> Protein:
         positions[:, :3] = xyz
         atom_mask[:, :3] = res_mask[:, None]
         positions *= atom_mask[..., None]
-    return Protein(
+    return mask_unobserved(Protein(
         id=rid,
         aatype=aatype,
         atom_positions=positions,
@@ -122,7 +122,7 @@ def _parse_record(path: PathLike, start: int, rec: dict) -> Protein:
         residue_index=np.arange(1, L + 1, dtype=np.int32),
         chain_id=rid.rsplit("_", 1)[-1] if "_" in rid else "A",
         profile=profile,
-    )
+    ))
 
 
 def iter_proteinnet(path: PathLike, errors: str = "raise") -> Iterator[Protein]:

@@ -24,7 +24,7 @@ Cache layout under ``cache_dir`` (default ``<data_root>/downloads``)::
 
   pdb/<id>.pdb.gz   mmcif/<id>.cif.gz            (lowercase entry ID, mirror-independent)
   cath/<version>/<original file name>            (lists, .list, .atom.fa, .pdb.tgz)
-  cath/<version>/domains/<domain>.pdb
+  cath/<version>/domains/<domain>.pdb   (a case-only twin of an earlier ID in the batch: <domain>-<hash>.pdb)
   cath/<version>/nonredundant-S40/...            (extracted archive)
   pdnet/train-data.tar.gz, pdnet/train-data/...  (extracted archive)
 
@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 from foldnet.common import atomic
-from foldnet.common.paths import confined, data_root, safe_stem
+from foldnet.common.paths import NameAllocator, confined, data_root, safe_stem
 from foldnet.data.errors import ParseError
 from foldnet.data.fetch import DownloadError, OfflineError, download_with_info
 
@@ -475,9 +475,10 @@ def fetch_cath_domain(
     version = normalize_cath_version(version)
     root = default_cache_dir(cache_dir) / "cath" / version / "domains"
     jobs = []
+    names = NameAllocator("CATH domain id")  # 1abcA01 / 1abca01 are one file on case-insensitive disks
     for dom in dict.fromkeys(normalize_cath_domain(d) for d in domain_ids):
         url = cath_domain_url(dom, version=version, base_url=base_url, url_template=url_template)
-        jobs.append(_Job(dom, url, root / f"{dom}.pdb", check_pdb_file))
+        jobs.append(_Job(dom, url, root / f"{names.stem(dom)}.pdb", check_pdb_file))
     return _run_jobs("cath domains", jobs, retries=retries, backoff=backoff, timeout=timeout, workers=workers)
 
 

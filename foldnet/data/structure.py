@@ -42,7 +42,7 @@ from Bio.PDB import MMCIFParser, PDBParser
 from Bio.PDB.PDBExceptions import PDBConstructionWarning
 
 from foldnet.common import residue_constants as rc
-from foldnet.common.protein import Protein
+from foldnet.common.protein import Protein, mask_unobserved
 from foldnet.data.errors import ParseError
 from foldnet.data.fasta import open_text
 
@@ -198,7 +198,7 @@ def _chain_to_protein(chain, pid: str, cath: Optional[str]) -> Optional[Protein]
         bfac.append(atoms["CA"].get_bfactor())
     if not aatype:
         return None
-    return Protein(
+    return mask_unobserved(Protein(
         id=pid,
         aatype=np.array(aatype, np.int32),
         atom_positions=np.stack(pos),
@@ -208,7 +208,7 @@ def _chain_to_protein(chain, pid: str, cath: Optional[str]) -> Optional[Protein]
         insertion_code=np.array(icode, dtype="<U1"),
         cath=cath,
         b_factors=np.array(bfac, np.float32),
-    )
+    ))
 
 
 def _get_model(path: PathLike, structure, model: int):
