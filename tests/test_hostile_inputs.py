@@ -359,3 +359,19 @@ def test_inference_skips_a_damaged_best_step(tmp_path, caplog):
     assert "step 4" in caplog.text
     with pytest.raises(ValueError, match="cannot be restored"):
         load_for_inference(str(run), step=4)
+
+
+def test_no_restorable_checkpoint_is_one_clear_error(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_checkpoint_resume import _state
+
+    from foldnet.train.checkpoint import CheckpointConfig, Checkpointer
+
+    d = tmp_path / "ck"
+    with Checkpointer(d, CheckpointConfig(keep_last=3, keep_best=0)) as ck:
+        ck.save(2, _state(2), None)
+    (d / "2" / "state" / "manifest.ocdbt").unlink()
+    with Checkpointer(d, CheckpointConfig(keep_last=3, keep_best=0)) as ck:
+        with pytest.raises(ValueError, match="no checkpoint .* can be restored"):
+            ck.restore(None, _state(0))
+        assert ck.latest_step() is None  # the next run starts from step 0

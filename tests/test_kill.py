@@ -1,5 +1,6 @@
 """kill -9 in the middle of real ``foldnet`` subprocesses, then the same command again
-(issue 14). The suite runs the cheap stages with two seeds; ``scripts/kill_test.py`` runs every
+(issue 14). The suite kills one build (seed 1: during the split-file writes, after an earlier build
+of other options) and one download; ``scripts/kill_test.py`` runs every
 stage (build, train, predict, evaluate, fetch) with more seeds and writes docs/bench/kill.md."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import kill_test  # noqa: E402
 
 
-@pytest.mark.parametrize("stage,seed", [("build", 0), ("build", 1), ("fetch", 0), ("fetch", 1)])
+@pytest.mark.parametrize("stage,seed", [("build", 1), ("fetch", 0)])
 def test_killed_stage_reruns_without_loss(stage, seed, tmp_path):
     row = kill_test.run_stage(stage, seed, tmp_path)
     assert row["ok"], row

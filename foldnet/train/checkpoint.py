@@ -238,7 +238,9 @@ class Checkpointer:
                 moved = self._set_aside(step)
                 log.warning("checkpoint step %d in %s cannot be restored (%s); moved to %s, trying the "
                             "previous step", step, self.directory, reason, moved)
-        raise RuntimeError(f"no checkpoint in {self.directory} can be restored: " + "; ".join(problems))
+        raise ValueError(f"no checkpoint in {self.directory} can be restored (all moved to "
+                         f"{self.directory.name}.broken/; the same command now starts from step 0): "
+                         + "; ".join(problems))
 
     def _set_aside(self, step: int) -> Optional[Path]:
         """Move a damaged step out of the checkpoint root and reopen the manager without it."""
