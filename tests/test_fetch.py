@@ -45,8 +45,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             srv.requests.append((self.path, rng))
             n = len(srv.requests)
         status = srv.statuses.pop(0) if srv.statuses else None
+        if isinstance(status, tuple):  # (status, Retry-After value)
+            self.send_response(status[0])
+            self.send_header("Retry-After", status[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if status is not None:
             self.send_error(status)
+            return
+        if srv.silent:  # accept, read the request, never answer (bounded for teardown)
+            srv.release.wait(timeout=5.0)
+            self.close_connection = True
             return
         path = srv.resolve(self.path)
         if path is None:
@@ -104,7 +114,8 @@ class _Server(http.server.ThreadingHTTPServer):
         self.routes: dict[str, Path] = {}
         self.requests: list[tuple[str, str | None]] = []
         self.lock = threading.Lock()
-        self.statuses: list[int] = []  # statuses to answer first, one per request
+        self.statuses: list = []  # statuses (or (status, Retry-After)) to answer first, one per request
+        self.silent = False
         self.drop_first = 0
         self.stall_first = 0
         self.release = threading.Event()  # ends a stall early at teardown
@@ -524,3 +535,54 @@ def test_cli_compose_defaults():
     assert values["cache_dir"] == f"{os.environ['FOLDNET_DATA']}/downloads"
     fields = set(sources.FetchConfig.__dataclass_fields__)
     assert set(values) == fields  # every key of the YAML is a typed field and vice versa
+
+
+# ----------------------------------------------------------------------------- servers that push back (issue 14)
+
+
+def test_retry_after_is_honoured_and_bounded(server, data_root, tmp_path, monkeypatch):
+    import time
+
+    server.statuses = [(429, "1"), (503, "1")]
+    t0 = time.perf_counter()
+    info = fetch.download_with_info(f"{server.base}/cath_tools_testdata/1c0pA01", tmp_path / "a.pdb",
+                                    retries=3, backoff=0.01, timeout=5)
+    waited = time.perf_counter() - t0
+    assert info.attempts == 3 and waited >= 1.9  # two 1 s waits the server asked for, not 10 ms backoffs
+    assert info.path.read_bytes() == (data_root / "cath_tools_testdata" / "1c0pA01").read_bytes()
+    monkeypatch.setattr(fetch, "MAX_RETRY_AFTER_S", 2.0)
+    server.statuses = [(429, "3600")]
+    t0 = time.perf_counter()
+    with pytest.raises(fetch.DownloadError, match="retry after 3600 s"):
+        fetch.download(f"{server.base}/cath_tools_testdata/1hdoA00", tmp_path / "b.pdb", retries=3, backoff=0.01)
+    assert time.perf_counter() - t0 < 1.0 and len(server.requests) == 4
+
+
+def test_retry_after_http_date():
+    import email.utils
+    import time
+
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= fetch.retry_after_seconds({"Retry-After": when}) <= 31
+    assert fetch.retry_after_seconds({"Retry-After": "7"}) == 7.0
+    assert fetch.retry_after_seconds({"Retry-After": "soon"}) is None and fetch.retry_after_seconds({}) is None
+
+
+def test_stalled_server_times_out_with_a_clear_message(server, tmp_path):
+    server.silent = True
+    with pytest.raises(fetch.DownloadError, match=r"no (answer|data) from the server .*0.3 s"):
+        fetch.download(f"{server.base}/cath_tools_testdata/1c0pA01", tmp_path / "x.pdb",
+                       retries=1, backoff=0.01, timeout=0.3)
+    assert not (tmp_path / "x.pdb").exists()
+
+
+def test_server_and_user_names_stay_in_the_cache(server, data_root, tmp_path):
+    with pytest.raises(ValueError, match="plain file name"):
+        sources.fetch_pdnet(files=["../../evil.tar.gz"], base_url=server.base, cache_dir=tmp_path / "c")
+    server.routes["/x/%2E%2E%2Fevil"] = data_root / "cath_tools_testdata" / "1c0pA01"
+    report = sources.fetch_url(f"{server.base}/x/%2E%2E%2Fevil", cache_dir=tmp_path / "c", retries=0)
+    assert report.ok, report.summary()
+    (path,) = report.paths()
+    assert (tmp_path / "c" / "url") in path.parents and path.name != "..%2Fevil" and "/" not in path.name
+    with pytest.raises(ValueError, match="not a PDB ID"):
+        sources.run_fetch(sources.FetchConfig(source="pdb", ids=["../../etc"], cache_dir=str(tmp_path / "c")))

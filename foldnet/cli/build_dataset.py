@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, open_dict
 
+from foldnet.cli.common import quiet_logs, user_errors
 from foldnet.common.paths import data_root
 
 from foldnet.data.config import data_config, register_configs
@@ -36,7 +37,9 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="build_dataset")
 def _main(cfg: DictConfig) -> None:
-    run(cfg)
+    quiet_logs()
+    with user_errors("build-dataset"):
+        run(cfg)
 
 
 def main() -> None:

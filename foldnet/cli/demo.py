@@ -7,8 +7,6 @@ demo is exactly what a user runs step by step.
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from pathlib import Path
 
@@ -96,8 +94,9 @@ def run(cfg: DictConfig) -> dict[str, str]:
 
 @hydra.main(config_path=_CONFIGS, config_name="demo", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
-    for name in ("absl", "jax._src.xla_bridge"):  # orbax per-save lines; "no TPU" notices
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from foldnet.cli.common import quiet_logs
+
+    quiet_logs()  # orbax per-save lines; "no TPU" notices
     run(cfg)
 
 

@@ -8,13 +8,12 @@ checkpoint or option.
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from foldnet.cli.common import quiet_logs, user_errors
 from foldnet.cli.runtime import use_all_cpu_cores
 from foldnet.inference.config import register_configs, to_config
 from foldnet.inference.evaluate import EvaluateConfig, evaluate
@@ -27,12 +26,9 @@ register_configs()
 
 @hydra.main(config_path=_CONFIGS, config_name="evaluate", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    try:
+    quiet_logs()
+    with user_errors("evaluate"):
         summary = evaluate(to_config(cfg, EvaluateConfig))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"foldnet evaluate: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
     c = summary["counts"]
     print(f"foldnet evaluate: {summary['num_domains']} domains in the report ({c['evaluated']} new, "
           f"{c['resumed']} resumed, {c['failed']} failed) -> {Path(to_config(cfg, EvaluateConfig).out_dir) / 'report.md'}")

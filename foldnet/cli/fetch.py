@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from foldnet.cli.common import quiet_logs, user_errors
 from foldnet.data.errors import ParseError
 from foldnet.data.sources import FetchConfig, run_fetch
 
@@ -38,7 +39,9 @@ def run(cfg: DictConfig) -> int:
 
 @hydra.main(config_path=_CONFIGS, config_name="fetch", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
-    status = run(cfg)
+    quiet_logs()
+    with user_errors("fetch"):
+        status = run(cfg)
     if status:
         raise SystemExit(status)
 

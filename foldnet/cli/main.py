@@ -35,8 +35,38 @@ def main(argv: list[str] | None = None) -> None:
         print(f"foldnet: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)
     module = importlib.import_module(COMMANDS[cmd][0])
+    if not any(a.startswith("-") for a in argv[1:]):  # --help, --cfg, -m: hydra's own business
+        precheck_overrides(cmd, CONFIG_NAMES[cmd], argv[1:])
     sys.argv = [f"foldnet {cmd}"] + argv[1:]
     module.main()
+
+
+CONFIG_NAMES = {"fetch": "fetch", "build-dataset": "build_dataset", "train": "train", "predict": "predict",
+                "evaluate": "evaluate", "demo": "demo"}
+
+
+def precheck_overrides(cmd: str, config_name: str, overrides: list[str]) -> None:
+    """Compose the command's config once before hydra runs it, so an unknown key or a value of the
+    wrong type ends in one line naming the key (hydra prints several, and exits 1)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf.errors import OmegaConfBaseException
+
+    configs = str(Path(__file__).resolve().parents[2] / "configs")
+    user = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        with initialize_config_dir(config_dir=configs, version_base="1.3"):
+            compose(config_name=config_name, overrides=user)
+    except Exception as e:  # noqa: BLE001 - hydra / omegaconf composition errors of every kind
+        cause = e
+        while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
+            cause = cause.__cause__
+        key = getattr(cause, "full_key", None)
+        text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        msg = f"{key}: {text}" if key and not text.startswith(str(key)) else text
+        print(f"foldnet {cmd}: {msg}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ checkpoint or option.
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from foldnet.cli.common import quiet_logs, user_errors
 from foldnet.cli.runtime import use_all_cpu_cores
 from foldnet.inference.config import register_configs, to_config
 from foldnet.inference.predict import PredictConfig, predict
@@ -27,12 +26,9 @@ register_configs()
 
 @hydra.main(config_path=_CONFIGS, config_name="predict", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    try:
+    quiet_logs()
+    with user_errors("predict"):
         results = predict(to_config(cfg, PredictConfig))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"foldnet predict: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
     failed = sum(not r.ok for r in results)
     print(f"foldnet predict: {len(results) - failed} of {len(results)} records predicted, {failed} failed")
     if failed:

@@ -8,13 +8,13 @@ stops on non-finite losses, 2 when a data split is missing.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from foldnet.cli.common import quiet_logs, user_errors
 from foldnet.train.config import register_configs
 
 # An absolute path: hydra resolves a relative one against the *module* when run with -m.
@@ -27,15 +27,13 @@ register_configs()
 def _app(cfg: DictConfig) -> None:
     from foldnet.train.loop import NonFiniteLossError, train
 
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
+    quiet_logs()  # XLA backend probing, orbax's per-save INFO lines
     try:
-        summary = train(cfg)
+        with user_errors("train"):
+            summary = train(cfg)
     except NonFiniteLossError as e:
         print(f"foldnet train: {e}", file=sys.stderr)
         raise SystemExit(1) from e
-    except FileNotFoundError as e:
-        print(f"foldnet train: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
     keys = ("run_dir", "steps_done", "seconds", "crops_per_s", "final_train_loss", "val", "baseline", "beats_baseline")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=2, default=str))
 

@@ -15,6 +15,10 @@ import numpy as np
 from foldnet.common import residue_constants as rc
 
 
+# |coordinate| at or above this (Angstrom) is treated as missing; the PDB format tops out at 1e4.
+MAX_COORDINATE = 1e5
+
+
 @dataclasses.dataclass(frozen=True)
 class Protein:
     """A protein chain with backbone coordinates.
@@ -112,3 +116,30 @@ def from_sequence(id: str, sequence: str, profile: Optional[np.ndarray] = None) 
         residue_index=np.arange(1, L + 1, dtype=np.int32),
         profile=profile,
     )
+
+
+def mask_unobserved(protein: Protein) -> Protein:
+    """The reader-side guard, applied by every reader (ProteinNet, PDB/mmCIF, the HDF5 cache).
+
+    An atom whose coordinates are nan, inf or absurdly large (``MAX_COORDINATE``; a damaged
+    record) is not observed: mask 0, position 0. Left at mask 1 it would give nan distances with
+    pair mask 1 and poison a training step. A mask value other than 0/1 (a damaged cache) means
+    not observed; a non-finite profile row carries no information and becomes uniform, as an
+    all-gap alignment column does. Writers keep their own checks (``pdb_io`` refuses non-finite
+    coordinates), so a model that produces nan is still reported, not hidden.
+    """
+    pos = np.asarray(protein.atom_positions)
+    mask = np.asarray(protein.atom_mask)
+    changes = {}
+    if not ((mask == 0) | (mask == 1)).all():
+        mask = (mask == 1).astype(np.float32)
+        changes["atom_mask"] = mask
+    bad = ~np.all(np.isfinite(pos) & (np.abs(pos) < MAX_COORDINATE), axis=-1)
+    if bad.any():
+        changes["atom_mask"] = np.where(bad, 0.0, mask).astype(np.float32)
+        changes["atom_positions"] = np.where(bad[..., None], 0.0, pos).astype(np.float32)
+    if protein.profile is not None and not np.isfinite(protein.profile).all():
+        prof = np.asarray(protein.profile, np.float32)
+        rows = ~np.isfinite(prof).all(axis=-1)
+        changes["profile"] = np.where(rows[:, None], np.float32(1.0 / rc.NUM_STANDARD), prof).astype(np.float32)
+    return dataclasses.replace(protein, **changes) if changes else protein

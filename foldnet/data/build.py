@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
@@ -41,7 +42,8 @@ from foldnet.common import atomic
 from foldnet.data import split as split_lib
 from foldnet.data.cache import FORMAT_VERSION, residue_constants_fingerprint, write_h5
 from foldnet.data.config import BuildConfig
-from foldnet.data.errors import ParseError
+from foldnet.common.paths import safe_stem
+from foldnet.data.errors import ConfigError, ParseError
 from foldnet.data.featurize import featurize, featurize_distances
 
 PathLike = Union[str, os.PathLike]
@@ -71,6 +73,27 @@ class BuildResult:
 # --------------------------------------------------------------------------
 # Sources: each task is picklable and yields ("ok", split, feats) or ("skip", Skipped)
 # --------------------------------------------------------------------------
+
+def check_build_config(cfg: BuildConfig) -> None:
+    """Values that cannot work, refused before any file is read (ConfigError names the key)."""
+    k = "data.build."
+    if cfg.source not in ("proteinnet", "pdb_dir", "pdnet"):
+        raise ConfigError(k + "source", f"{cfg.source!r}: expected proteinnet, pdb_dir or pdnet")
+    if cfg.workers < 1:
+        raise ConfigError(k + "workers", f"must be >= 1, got {cfg.workers}")
+    if cfg.min_length < 1:
+        raise ConfigError(k + "min_length", f"must be >= 1, got {cfg.min_length}")
+    if cfg.max_length is not None and cfg.max_length < cfg.min_length:
+        raise ConfigError(k + "max_length", f"must be >= min_length ({cfg.min_length}) or null, got {cfg.max_length}")
+    if cfg.max_chains is not None and cfg.max_chains < 1:
+        raise ConfigError(k + "max_chains", f"must be >= 1 or null, got {cfg.max_chains}")
+    for name in ("val_fraction", "test_fraction"):
+        v = getattr(cfg.split, name)
+        if not 0.0 <= v < 1.0:
+            raise ConfigError(f"{k}split.{name}", f"must be in [0, 1), got {v}")
+    if cfg.split.val_fraction + cfg.split.test_fraction >= 1.0:
+        raise ConfigError(k + "split.test_fraction", "val_fraction + test_fraction must be < 1")
+
 
 def _length_reason(L: int, cfg: BuildConfig) -> Optional[str]:
     if L < cfg.min_length:
@@ -157,7 +180,7 @@ def _proteinnet_shards(path: str, tmp_dir: Path, records_per_shard: int) -> Iter
                         k, count, first, lines = k + 1, 0, lineno, []
                     count += 1
                 lines.append(line)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         # A damaged file (e.g. truncated gzip): parse what was read, then report.
         if lines:
             yield flush()
@@ -197,6 +220,8 @@ def _pdnet_task(args: tuple[str, str, Optional[str], dict]) -> list[tuple]:
 
     rid, dist_path, feat_path, cfg_dict = args
     cfg = _cfg_from_dict(cfg_dict)
+    if not dist_path:
+        return [("skip", Skipped(rid, "", "id is not a plain file name (path separator, '..' or control character)"))]
     try:
         seq, cb_map = pdnet.read_pdnet_distances(dist_path)
         reason = _length_reason(len(seq), cfg)
@@ -268,12 +293,18 @@ def _pdnet_items(cfg: BuildConfig) -> list[tuple[str, str, Optional[str]]]:
     if not src.distances_dir:
         raise ValueError("source pdnet needs data.build.pdnet.distances_dir")
     ddir = Path(src.distances_dir)
+    if not ddir.is_dir():
+        raise FileNotFoundError(f"data.build.pdnet.distances_dir {ddir}: no such directory")
     if src.ids:
-        ids = [ln.split()[0] for ln in Path(src.ids).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        text = Path(src.ids).read_text(encoding="utf-8", errors="replace")
+        ids = [ln.split()[0] for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     else:
         ids = sorted(p.name[: -len("-cb.npy")] for p in ddir.glob("*-cb.npy"))
     items = []
     for rid in ids:
+        if safe_stem(rid) != rid:  # an id such as ../x or /abs names no file in the folders
+            items.append((rid, "", None))
+            continue
         feat = None
         if src.features_dir:
             fp = Path(src.features_dir) / f"{rid}.pkl"
@@ -295,7 +326,7 @@ def _input_files(cfg: BuildConfig) -> list[str]:
             files.append(cfg.pdb_dir.domain_list)
     elif cfg.source == "pdnet":
         for _, d, f in _pdnet_items(cfg):
-            files += [d] + ([f] if f else [])
+            files += ([d] if d else []) + ([f] if f else [])
         if cfg.pdnet.ids:
             files.append(cfg.pdnet.ids)
     if cfg.cath_labels:
@@ -472,6 +503,7 @@ def build_dataset(cfg: BuildConfig, out_dir: PathLike, log=print) -> BuildResult
     """
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
+    check_build_config(cfg)
     key, inputs = build_key(cfg)
     manifest = None if cfg.force else _manifest_ok(out_dir, key)
     if manifest is not None:
@@ -480,12 +512,16 @@ def build_dataset(cfg: BuildConfig, out_dir: PathLike, log=print) -> BuildResult
         leakage = json.loads(leak_path.read_text()) if leak_path.exists() else None
         return BuildResult(out_dir, manifest, [], leakage, up_to_date=True)
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for p in atomic.remove_stale_tmp(out_dir):
+        log(f"build-dataset: removed {p} (left by a build that was killed)")
     chains, skipped = _collect(cfg)
     t_parse = time.perf_counter() - t0
     splits = _assign(cfg, chains, skipped)
     if not splits:
-        raise ValueError(f"build-dataset: no chain survived parsing and filtering ({len(skipped)} skipped)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+        _write_skipped(out_dir, skipped)  # the reasons are what the user needs most here
+        raise ValueError(f"build-dataset: no chain survived parsing and filtering ({len(skipped)} skipped; "
+                         f"reasons in {out_dir / 'skipped.tsv'})")
     # Split files of an earlier build that this one does not produce would be read as current.
     try:
         previous = json.loads((out_dir / "manifest.json").read_text()).get("splits", {})
@@ -498,7 +534,7 @@ def build_dataset(cfg: BuildConfig, out_dir: PathLike, log=print) -> BuildResult
     config_attr = {k: v for k, v in _cfg_dict(cfg).items() if k not in _NOT_IN_KEY}
     split_info = {}
     for s, feats in splits.items():
-        path = write_h5(out_dir / f"{s}.h5", feats, split=s, source=cfg.source, config=config_attr)
+        path = write_h5(out_dir / f"{s}.h5", feats, split=s, source=cfg.source, config=config_attr, build_key=key)
         lengths = [len(f["aatype"]) for f in feats]
         split_info[s] = {
             "file": path.name, "chains": len(feats), "residues": int(sum(lengths)),
@@ -527,10 +563,7 @@ def build_dataset(cfg: BuildConfig, out_dir: PathLike, log=print) -> BuildResult
         log(split_lib.format_leakage(leakage))
     t_leak = time.perf_counter() - t_leak0
 
-    rows = ["id\tfile\treason"] + [
-        "\t".join(str(x).replace("\t", " ").replace("\n", " ") for x in (k.id, k.file, k.reason)) for k in skipped
-    ]
-    atomic.write_text(out_dir / "skipped.tsv", "\n".join(rows) + "\n")
+    _write_skipped(out_dir, skipped)
     if skipped:
         log(f"build-dataset: skipped {len(skipped)} records (see {out_dir / 'skipped.tsv'})")
     n_chains = sum(v["chains"] for v in split_info.values())
@@ -552,6 +585,13 @@ def build_dataset(cfg: BuildConfig, out_dir: PathLike, log=print) -> BuildResult
     atomic.write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     log(f"build-dataset: {n_chains} chains in {total:.1f} s ({manifest['chains_per_s']} chains/s)")
     return BuildResult(out_dir, manifest, skipped, leakage)
+
+
+def _write_skipped(out_dir: Path, skipped: list[Skipped]) -> None:
+    rows = ["id\tfile\treason"] + [
+        "\t".join(str(x).replace("\t", " ").replace("\n", " ") for x in (k.id, k.file, k.reason)) for k in skipped
+    ]
+    atomic.write_text(out_dir / "skipped.tsv", "\n".join(rows) + "\n")
 
 
 def load_manifest(out_dir: PathLike) -> dict[str, Any]:

@@ -47,6 +47,7 @@ import numpy as np
 from foldnet.common import residue_constants as rc
 from foldnet.common.atomic import atomic_path
 from foldnet.common.protein import Protein
+from foldnet.data.errors import ParseError
 from foldnet.data.featurize import RESIDUE_FEATURES, to_protein
 
 FORMAT_VERSION = 1
@@ -84,6 +85,7 @@ def write_h5(
     split: str = "",
     source: str = "",
     config: Optional[dict] = None,
+    build_key: Optional[str] = None,
 ) -> Path:
     """Write featurised chains to ``path`` atomically (temp file + rename).
 
@@ -93,6 +95,8 @@ def write_h5(
       split: split name stored as an attribute.
       source: source description stored as an attribute.
       config: build configuration (JSON-serialisable) stored as an attribute.
+      build_key: the build that wrote the file (``foldnet.data.build``); readers check that it
+        matches the folder's ``manifest.json``, so split files of different builds are not mixed.
 
     Returns:
       The path written.
@@ -113,6 +117,8 @@ def write_h5(
             f.attrs["residue_constants_fingerprint"] = residue_constants_fingerprint()
             f.attrs["num_chains"] = len(chains)
             f.attrs["num_residues"] = int(offsets[-1])
+            if build_key:
+                f.attrs["build_key"] = build_key
             g = f.create_group("chains", track_order=False)
             for key in ("id", "source_id", "cath"):
                 _dataset(g, key, np.array([str(c[key]) for c in chains], dtype=object), _STR)
@@ -164,6 +170,19 @@ class H5Dataset:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such dataset file (build it with `foldnet build-dataset`)")
+        try:
+            self._read_tables(check)
+        except (OSError, KeyError, ValueError, TypeError, IndexError) as e:
+            if isinstance(e, StaleCacheError):
+                raise
+            raise ParseError(self.path, f"not a readable foldnet cache ({type(e).__name__}: {e}); "
+                                        "rebuild it with `foldnet build-dataset`") from None
+        self._file: Optional[h5py.File] = None
+        self._dsets: dict[str, h5py.Dataset] = {}
+        self._pid: Optional[int] = None
+        self._lock = threading.Lock()
+
+    def _read_tables(self, check: bool) -> None:
         with h5py.File(self.path, "r") as f:
             self.attrs: dict[str, Any] = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
             if check:
@@ -175,6 +194,7 @@ class H5Dataset:
                         f"match this code ({FORMAT_VERSION} / {residue_constants_fingerprint()}); "
                         "rebuild it with `foldnet build-dataset`"
                     )
+                self._check_generation()
             g = f["chains"]
             self._ids = [s.decode() if isinstance(s, bytes) else s for s in g["id"][()]]
             self._source_ids = [s.decode() if isinstance(s, bytes) else s for s in g["source_id"][()]]
@@ -184,10 +204,37 @@ class H5Dataset:
             self._has_profile = g["has_profile"][()].astype(bool)
             self._pair_offsets = g["pair_offset"][()].astype(np.int64) if "pair_offset" in g else None
             self._residue_keys = tuple(f["residues"].keys())
-        self._file: Optional[h5py.File] = None
-        self._dsets: dict[str, h5py.Dataset] = {}
-        self._pid: Optional[int] = None
-        self._lock = threading.Lock()
+        n = len(self._ids)
+        if not (len(self._lengths) == n and len(self._offsets) == n + 1 and len(self._cath) == n
+                and (n == 0 or int(self._offsets[-1]) == int(self._lengths.sum()))):
+            raise ValueError("chain tables disagree (ids / lengths / offsets)")
+        if np.any(self._lengths < 0) or np.any(np.diff(self._offsets) != self._lengths):
+            raise ValueError("chain offsets do not match the chain lengths")
+        missing = [k for k in RESIDUE_FEATURES if k != "profile" and k not in self._residue_keys]
+        if missing:
+            raise ValueError(f"missing residue features {missing}")
+        with h5py.File(self.path, "r") as f:
+            short = [k for k in self._residue_keys if f["residues/" + k].shape[0] != int(self._offsets[-1])]
+        if short:
+            raise ValueError(f"residue features {short} do not hold {int(self._offsets[-1])} residues")
+
+    def _check_generation(self) -> None:
+        """A file of a build that did not finish (killed between split files) is refused."""
+        key = self.attrs.get("build_key")
+        if not key:
+            return  # written outside build-dataset (tests, tools): nothing to compare
+        manifest = self.path.parent / "manifest.json"
+        try:
+            recorded = json.loads(manifest.read_text()).get("build_key")
+        except (OSError, ValueError):
+            recorded = None
+        if recorded != key:
+            raise StaleCacheError(
+                f"{self.path}: written by build {str(key)[:12]}, but {manifest} "
+                f"{'records build ' + str(recorded)[:12] if recorded else 'is missing or unreadable'}: "
+                "the folder mixes files of different builds (a build was interrupted); rerun "
+                "`foldnet build-dataset` with the same options"
+            )
 
     # -- per-chain tables ---------------------------------------------------
     def __len__(self) -> int:
@@ -286,6 +333,12 @@ class H5Dataset:
         stop = L if stop is None else min(int(stop), L)
         start = max(0, int(start))
         base = int(self._offsets[i])
+        try:
+            return self._read(i, start, stop, L, base, keys)
+        except (OSError, KeyError, ValueError) as e:  # damaged after the tables were checked
+            raise ParseError(self.path, f"cannot read chain {i}: {type(e).__name__}: {e}", self._ids[i]) from None
+
+    def _read(self, i: int, start: int, stop: int, L: int, base: int, keys: Optional[Iterable[str]]) -> dict:
         self._handle()
         d = self._dsets
         if keys is None:

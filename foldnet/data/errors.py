@@ -26,3 +26,18 @@ class ParseError(ValueError):
         if record is not None:
             where += f" (record {record!r})"
         super().__init__(f"{where}: {reason}")
+
+
+# The one error type of bad inputs: every reader (FASTA, PDB/mmCIF, ProteinNet, a3m/aln, CATH,
+# PDNet, the HDF5 cache, the pretrained manifest) raises it with the file, and the record and
+# line where they exist; the CLIs print it as one line.
+InputError = ParseError
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message starts with the key."""
+
+    def __init__(self, key: str, reason: str):
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{key}: {reason}")

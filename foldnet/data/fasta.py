@@ -20,6 +20,7 @@ import dataclasses
 import gzip
 import io
 import os
+import zlib
 from typing import IO, Iterator, Optional, Union
 
 from foldnet.common import residue_constants as rc
@@ -32,18 +33,70 @@ PathLike = Union[str, os.PathLike]
 VALID_LETTERS = frozenset(rc.RESTYPES) | frozenset(rc.AMBIGUOUS_CODE_MAP)
 
 
-def open_text(path: PathLike, encoding: str = "ascii") -> IO[str]:
+class _GuardedText:
+    """A text stream whose decompression / decoding failures become one ParseError.
+
+    A truncated ``.gz`` (a download cut short, a file copied while written) otherwise surfaces
+    as ``EOFError`` or ``zlib.error`` from deep inside a reader; here it names the file and the
+    last line read, and every reader that opens files through :func:`open_text` gets it.
+    """
+
+    def __init__(self, path: PathLike, fh: IO[str], compressed: bool):
+        self._path, self._fh, self._gz = path, fh, compressed
+        self.lines_read = 0
+
+    def _fail(self, e: BaseException) -> ParseError:
+        what = "truncated or corrupt gzip data" if self._gz else "unreadable file"
+        return ParseError(self._path, f"{what} after line {self.lines_read} ({type(e).__name__}: {e})",
+                          line=self.lines_read + 1)
+
+    def __iter__(self):
+        while True:
+            try:
+                line = self._fh.readline()
+            except (EOFError, OSError, zlib.error) as e:
+                raise self._fail(e) from None
+            if not line:
+                return
+            self.lines_read += 1
+            yield line
+
+    def read(self) -> str:
+        try:
+            return self._fh.read()
+        except (EOFError, OSError, zlib.error) as e:
+            raise self._fail(e) from None
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_text(path: PathLike, encoding: str = "utf-8"):
     """Open a text file that may be gzip-compressed (detected by its magic bytes).
 
     Detection by content rather than by the ``.gz`` suffix, so renamed or
     extension-less files (CATH domain files) open the same way. Undecodable
-    bytes become U+FFFD so that the parser reports them with a line number.
+    bytes become U+FFFD so that the parser reports them with a line number; a truncated
+    or corrupt gzip stream raises :class:`ParseError` naming the file and line.
+
+    Raises:
+      ParseError: ``path`` is a directory.
+      OSError: the file cannot be opened.
     """
+    if os.path.isdir(path):
+        raise ParseError(path, "is a directory, not a file")
     with open(path, "rb") as fh:
         magic = fh.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding=encoding, errors="replace", newline=None)
-    return open(path, "rt", encoding=encoding, errors="replace", newline=None)
+        fh = gzip.open(path, "rt", encoding=encoding, errors="replace", newline=None)
+        return _GuardedText(path, fh, True)
+    return _GuardedText(path, open(path, "rt", encoding=encoding, errors="replace", newline=None), False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +124,11 @@ def _check_record(
         raise ParseError(path, "header without an id", line=header_line)
     rid = parts[0]
     description = parts[1].strip() if len(parts) > 1 else ""
+    if "\ufffd" in rid:
+        raise ParseError(path, "header id is not valid UTF-8 text", rid.replace("\ufffd", "?"), header_line)
+    bad_c = next((c for c in rid if ord(c) < 32 or ord(c) == 127), None)
+    if bad_c is not None:
+        raise ParseError(path, f"control character {bad_c!r} in the header id", rid, header_line)
     chunks: list[str] = []
     for k, (lineno, text) in enumerate(seq_lines):
         s = "".join(text.split()).upper()
@@ -120,7 +178,18 @@ def _iter_records(
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
     seen: dict[str, int] = {}
-    for header_line, header, seq_lines in _iter_raw(fh):
+    raw = _iter_raw(fh)
+    while True:
+        try:
+            header_line, header, seq_lines = next(raw)
+        except StopIteration:
+            return
+        except ParseError as e:  # truncated gzip: the record being read is incomplete
+            err = ParseError(name, f"{e.reason}; stopped after record {len(seen)}", line=e.line)
+            if errors == "skip":
+                yield err
+                return
+            raise err from None
         try:
             if header is None:
                 raise ParseError(name, "sequence before the first '>' header", line=seq_lines[0][0])

@@ -32,7 +32,7 @@ import numpy as np
 
 from foldnet.common import geometry_np
 from foldnet.common import residue_constants as rc
-from foldnet.common.protein import Protein
+from foldnet.common.protein import Protein, mask_unobserved
 
 # Per-residue array features, in the order the cache stores them, with their
 # on-disk dtype. float16 for profiles: their values are given to 3 decimals in
@@ -153,7 +153,7 @@ def to_protein(feats: dict) -> Protein:
     """The Protein a feature dict came from (CB slot holds the virtual CB)."""
     profile = feats.get("profile")
     cath = feats.get("cath") or None
-    return Protein(
+    return mask_unobserved(Protein(
         id=str(feats["id"]),
         aatype=np.asarray(feats["aatype"], np.int32),
         atom_positions=np.asarray(feats["atom_positions"], np.float32),
@@ -161,4 +161,4 @@ def to_protein(feats: dict) -> Protein:
         residue_index=np.asarray(feats["residue_number"], np.int32),
         profile=None if profile is None else np.asarray(profile, np.float32),
         cath=cath,
-    )
+    ))

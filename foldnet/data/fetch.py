@@ -14,7 +14,11 @@ failure handling lives in one place:
   an earlier, interrupted call is resumed the same way.
 * Retries: connection resets, timeouts, truncated bodies (fewer bytes than
   ``Content-Length``), ``408/425/429`` and ``5xx`` are retried with exponential
-  backoff (``backoff * 2**k`` seconds). ``404/410`` and other ``4xx`` fail at
+  backoff (``backoff * 2**k`` seconds). A ``429`` / ``503`` with ``Retry-After``
+  (seconds or an HTTP date, RFC 9110 section 10.2.3) waits that long instead, up to
+  ``MAX_RETRY_AFTER_S``; a server asking for more fails at once, saying so.
+* Stalls: ``timeout`` bounds the connect and every read, so a server that accepts
+  and then sends nothing fails with "no data for N s" instead of hanging. ``404/410`` and other ``4xx`` fail at
   once: asking again will not make the file appear.
 * Offline: DNS failure, connection refused and unreachable networks raise
   :class:`OfflineError` at once, with a message on how to use a local copy.
@@ -66,6 +70,32 @@ _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _OFFLINE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ECONNREFUSED})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+# The longest Retry-After wait honoured; a server asking for longer fails the item at once.
+MAX_RETRY_AFTER_S = 120.0
+
+
+def retry_after_seconds(headers) -> Optional[float]:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or HTTP-date), or None."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    import email.utils
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - now).total_seconds())
 
 
 class DownloadError(RuntimeError):
@@ -340,9 +370,11 @@ def download_with_info(
     resumed = False
     last_error = "no attempt made"
     attempts = 0
+    wait: Optional[float] = None  # a server's Retry-After for the next attempt
     while attempts <= retries:
         if attempts:
-            time.sleep(backoff * 2 ** (attempts - 1))
+            time.sleep(backoff * 2 ** (attempts - 1) if wait is None else wait)
+        wait = None
         attempts += 1
         if part.exists() and not resume:
             part.unlink()
@@ -363,6 +395,14 @@ def download_with_info(
                                          "(check the ID, the release/version and base_url)") from None
             elif e.code in _RETRY_STATUS or e.code >= 500:
                 last_error = f"HTTP {e.code} {e.reason}"
+                asked = retry_after_seconds(e.headers) if e.code in (429, 503) else None
+                if asked is not None and asked > MAX_RETRY_AFTER_S:
+                    raise DownloadError(url, f"HTTP {e.code} {e.reason}: the server asks to retry after "
+                                             f"{asked:.0f} s (more than the {MAX_RETRY_AFTER_S:.0f} s foldnet "
+                                             "waits); try again later") from None
+                if asked is not None:
+                    wait = asked
+                    last_error += f" (Retry-After {asked:.0f} s)"
                 log.warning("%s: %s (attempt %d of %d)", url, last_error, attempts, retries + 1)
                 continue
             else:
@@ -370,10 +410,17 @@ def download_with_info(
         except urllib.error.URLError as e:
             if _offline_reason(e.reason):
                 raise OfflineError(url, f"{e.reason}: {offline_hint(dest)}") from None
-            last_error = f"{type(e.reason).__name__}: {e.reason}"
+            if isinstance(e.reason, (TimeoutError, socket.timeout)):
+                last_error = f"no answer from the server within {timeout:g} s (timeout={timeout:g})"
+            else:
+                last_error = f"{type(e.reason).__name__}: {e.reason}"
             log.warning("%s: %s (attempt %d of %d)", url, last_error, attempts, retries + 1)
             continue
-        except (_Retryable, http.client.HTTPException, ConnectionError, TimeoutError) as e:
+        except (TimeoutError, socket.timeout):
+            last_error = f"no data from the server for {timeout:g} s (stalled or too slow; timeout={timeout:g})"
+            log.warning("%s: %s (attempt %d of %d)", url, last_error, attempts, retries + 1)
+            continue
+        except (_Retryable, http.client.HTTPException, ConnectionError) as e:
             last_error = f"{type(e).__name__}: {e}" if not isinstance(e, _Retryable) else str(e)
             log.warning("%s: %s (attempt %d of %d)", url, last_error, attempts, retries + 1)
             continue

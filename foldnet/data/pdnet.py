@@ -16,8 +16,10 @@ Layout, as written by PDNet's ``scripts/make-features.py`` and ``scripts/pdb2dis
 * Distance file ``<id>-cb.npy``: ``np.save`` of the object tuple
   ``(L, seq, cb_map)`` with an L x L float16 CB-CB map in Angstrom, NaN where a
   residue lacks coordinates; PDNet uses CA for residues without CB (glycine).
-  Loading needs ``allow_pickle=True`` -- only read such files from trusted
-  sources, since unpickling can run code.
+  Both are pickles, and a pickle can run code (``__reduce__``). They are read by
+  :func:`safe_unpickle`, which rebuilds only numpy arrays / dtypes / scalars and the
+  built-in containers and refuses every other global, so a crafted file fails with a
+  ParseError instead of running. ``np.load(allow_pickle=True)`` is never used.
 """
 
 from __future__ import annotations
@@ -67,11 +69,58 @@ def _check_seq(path: PathLike, seq: Any, record: str) -> str:
     return seq
 
 
+# Globals a PDNet pickle may name: what numpy's own pickles of arrays, dtypes and scalars use.
+_SAFE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("builtins", "bytearray"),
+    ("_codecs", "encode"),
+})
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds numpy arrays, dicts, lists, tuples, str and numbers only."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing to load global {module}.{name} (only numpy arrays, dicts, lists and scalars "
+            "are accepted; a pickle naming other objects can run code)"
+        )
+
+
+def safe_unpickle(fh) -> Any:
+    """``pickle.load`` restricted to data (see :class:`_SafeUnpickler`); latin-1 for py2 pickles."""
+    return _SafeUnpickler(fh, encoding="latin1").load()
+
+
+def _load_npy(path: PathLike) -> Any:
+    """``np.load`` of a ``.npy`` file whose object arrays are read by :func:`safe_unpickle`."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as fh:
+        version = npy.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = npy.read_array_header_2_0(fh)
+        if dtype.hasobject:
+            return safe_unpickle(fh)
+    return np.load(path, allow_pickle=False)
+
+
 def read_pdnet_features(path: PathLike) -> dict[str, Any]:
     """Load and validate a PDNet feature dict (``<id>.pkl``).
 
     Args:
-      path: the pickle file (trusted source: unpickling can execute code).
+      path: the pickle file (read with :func:`safe_unpickle`: data only, no code).
 
     Returns:
       dict with ``seq`` (str) and the array features as float32 numpy arrays of
@@ -82,8 +131,8 @@ def read_pdnet_features(path: PathLike) -> dict[str, Any]:
     """
     try:
         with open(path, "rb") as fh:
-            obj = pickle.load(fh)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as e:
+            obj = safe_unpickle(fh)
+    except Exception as e:  # noqa: BLE001 - any malformed pickle (IndexError, KeyError, ...) is bad input
         raise ParseError(path, f"cannot unpickle PDNet feature file: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
         raise ParseError(path, f"expected a dict, got {type(obj).__name__}")
@@ -110,8 +159,7 @@ def read_pdnet_distances(path: PathLike) -> tuple[str, np.ndarray]:
     """Load a PDNet distance file ``<id>-cb.npy`` = ``np.save((L, seq, cb_map))``.
 
     Args:
-      path: the .npy file (object array: loaded with allow_pickle=True, so read
-        only trusted files).
+      path: the .npy file (its object array is read with :func:`safe_unpickle`).
 
     Returns:
       (seq, cb_map) with cb_map float32 [L, L] in Angstrom (NaN = no coordinates).
@@ -120,10 +168,12 @@ def read_pdnet_distances(path: PathLike) -> tuple[str, np.ndarray]:
       ParseError: not a 3-tuple, L != len(seq), or a map that is not L x L.
     """
     try:
-        obj = np.load(path, allow_pickle=True)
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        obj = _load_npy(path)
+    except Exception as e:  # noqa: BLE001 - any malformed file is bad input, never a traceback
         raise ParseError(path, f"cannot load .npy: {type(e).__name__}: {e}") from None
-    items = list(obj) if isinstance(obj, np.ndarray) and obj.dtype == object else None
+    if isinstance(obj, (tuple, list)):
+        obj = np.array(list(obj) + [None], dtype=object)[:-1]
+    items = list(obj) if isinstance(obj, np.ndarray) and obj.dtype == object and obj.ndim == 1 else None
     if items is None or len(items) != 3:
         raise ParseError(path, "expected an object array (L, seq, cb_map)")
     L, seq, cb_map = items

@@ -10,27 +10,19 @@ Residues with mask '-' get atom_mask 0 (their coordinates are zeros in the file)
 
 from __future__ import annotations
 
-import gzip
 import os
 from typing import Iterator, Optional, Union
 
 import numpy as np
 
 from foldnet.common import residue_constants as rc
-from foldnet.common.protein import Protein
+from foldnet.common.protein import Protein, mask_unobserved
 from foldnet.data.errors import ParseError
+from foldnet.data.fasta import open_text
 
 _SECTIONS = ("[ID]", "[PRIMARY]", "[EVOLUTIONARY]", "[TERTIARY]", "[MASK]")
 _ERRORS = "__errors__"  # structural problems found while splitting records
 PathLike = Union[str, os.PathLike]
-
-
-def _open_text(path: PathLike):
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="ascii", errors="replace")
-    return open(path, "rt", encoding="ascii", errors="replace")
 
 
 def _iter_raw_records(path: PathLike) -> Iterator[tuple[int, dict[str, list[tuple[int, str]]]]]:
@@ -38,7 +30,7 @@ def _iter_raw_records(path: PathLike) -> Iterator[tuple[int, dict[str, list[tupl
     record: dict[str, list[tuple[int, str]]] = {}
     section: Optional[str] = None
     start = 0
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, start=1):
             text = line.strip()
             if text in _SECTIONS:
@@ -103,6 +95,8 @@ def _parse_record(path: PathLike, start: int, rec: dict) -> Protein:
     if rec.get("[EVOLUTIONARY]"):
         evo = _rows(path, rid, rec["[EVOLUTIONARY]"], rc.NUM_STANDARD + 1, L, "[EVOLUTIONARY]")
         profile = np.ascontiguousarray(evo[: rc.NUM_STANDARD].T).astype(np.float32)
+        if not np.isfinite(profile).all():
+            raise ParseError(path, "[EVOLUTIONARY] holds nan or inf", rid, rec["[EVOLUTIONARY]"][0][0])
 
     if "[MASK]" in rec and rec["[MASK]"]:
         mline, mtext = rec["[MASK]"][0][0], "".join(t for _, t in rec["[MASK]"])
@@ -120,7 +114,7 @@ def _parse_record(path: PathLike, start: int, rec: dict) -> Protein:
         positions[:, :3] = xyz
         atom_mask[:, :3] = res_mask[:, None]
         positions *= atom_mask[..., None]
-    return Protein(
+    return mask_unobserved(Protein(
         id=rid,
         aatype=aatype,
         atom_positions=positions,
@@ -128,7 +122,7 @@ def _parse_record(path: PathLike, start: int, rec: dict) -> Protein:
         residue_index=np.arange(1, L + 1, dtype=np.int32),
         chain_id=rid.rsplit("_", 1)[-1] if "_" in rid else "A",
         profile=profile,
-    )
+    ))
 
 
 def iter_proteinnet(path: PathLike, errors: str = "raise") -> Iterator[Protein]:
@@ -140,7 +134,17 @@ def iter_proteinnet(path: PathLike, errors: str = "raise") -> Iterator[Protein]:
         file, record and line; "skip" to yield the ParseError object in place of
         the bad record so a batch job can report it and go on.
     """
-    for start, rec in _iter_raw_records(path):
+    raw = _iter_raw_records(path)
+    while True:
+        try:
+            start, rec = next(raw)
+        except StopIteration:
+            return
+        except ParseError as e:  # truncated gzip: the record being read is incomplete
+            if errors == "skip":
+                yield e  # type: ignore[misc]
+                return
+            raise
         try:
             yield _parse_record(path, start, rec)
         except ParseError as e:

@@ -24,7 +24,7 @@ Cache layout under ``cache_dir`` (default ``<data_root>/downloads``)::
 
   pdb/<id>.pdb.gz   mmcif/<id>.cif.gz            (lowercase entry ID, mirror-independent)
   cath/<version>/<original file name>            (lists, .list, .atom.fa, .pdb.tgz)
-  cath/<version>/domains/<domain>.pdb
+  cath/<version>/domains/<domain>.pdb   (a case-only twin of an earlier ID in the batch: <domain>-<hash>.pdb)
   cath/<version>/nonredundant-S40/...            (extracted archive)
   pdnet/train-data.tar.gz, pdnet/train-data/...  (extracted archive)
 
@@ -44,16 +44,19 @@ import re
 import shutil
 import tarfile
 import tempfile
+import logging
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 from foldnet.common import atomic
-from foldnet.common.paths import data_root
+from foldnet.common.paths import NameAllocator, confined, data_root, safe_stem
 from foldnet.data.errors import ParseError
 from foldnet.data.fetch import DownloadError, OfflineError, download_with_info
 
 PathLike = Union[str, os.PathLike]
+log = logging.getLogger(__name__)
 
 RCSB_BASE = "https://files.rcsb.org/download"
 # wwPDB archive ("divided") layout roots; the same tree is mirrored by the three wwPDB sites.
@@ -472,9 +475,10 @@ def fetch_cath_domain(
     version = normalize_cath_version(version)
     root = default_cache_dir(cache_dir) / "cath" / version / "domains"
     jobs = []
+    names = NameAllocator("CATH domain id")  # 1abcA01 / 1abca01 are one file on case-insensitive disks
     for dom in dict.fromkeys(normalize_cath_domain(d) for d in domain_ids):
         url = cath_domain_url(dom, version=version, base_url=base_url, url_template=url_template)
-        jobs.append(_Job(dom, url, root / f"{dom}.pdb", check_pdb_file))
+        jobs.append(_Job(dom, url, root / f"{names.stem(dom)}.pdb", check_pdb_file))
     return _run_jobs("cath domains", jobs, retries=retries, backoff=backoff, timeout=timeout, workers=workers)
 
 
@@ -606,7 +610,13 @@ def fetch_pdnet(
         raise ValueError("a checksum can only be given when fetching a single PDNet file")
     root = default_cache_dir(cache_dir) / "pdnet"
     base = (base_url or PDNET_BASE).rstrip("/")
-    jobs = [_Job(f, f"{base}/{f}", root / Path(f).name, None, False, sha256, md5) for f in files]
+    for f in files:
+        if not isinstance(f, str) or safe_stem(f, "PDNet file name") != f:
+            raise ValueError(f"PDNet file name {f!r}: expected a plain file name such as {PDNET_FILES[0]}")
+    if base.startswith("http://") and not (md5 or sha256):
+        log.warning("pdnet: %s is plain http and publishes no checksum; the archive's pickles are read "
+                    "with a data-only unpickler, but pass sha256=... if you know the archive's digest", base)
+    jobs = [_Job(f, f"{base}/{f}", confined(root, f), None, False, sha256, md5) for f in files]
     report = _run_jobs("pdnet", jobs, retries=retries, backoff=backoff, timeout=timeout, workers=1,
                        progress=progress)
     if extract:
@@ -678,8 +688,9 @@ def fetch_url(url: str, *, dest: Optional[PathLike] = None, cache_dir: Optional[
               md5: Optional[str] = None, sha256: Optional[str] = None, retries: int = 3,
               backoff: float = 0.5, timeout: float = 30.0, progress: bool = False) -> FetchReport:
     """Fetch any URL into ``dest`` (default ``<cache>/url/<file name>``), with the same guarantees."""
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "download"
-    dest = Path(dest) if dest else default_cache_dir(cache_dir) / "url" / name
+    name = urllib.parse.unquote(urllib.parse.urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]) or "download"
+    # The server names the file: ``..``, ``%2F`` or a control character must not pick the path.
+    dest = Path(dest) if dest else confined(default_cache_dir(cache_dir) / "url", safe_stem(name, "file name"))
     job = _Job(name, url, dest, None, False, sha256, md5)
     return _run_jobs("url", [job], retries=retries, backoff=backoff, timeout=timeout, workers=1, progress=progress)
 
@@ -741,6 +752,17 @@ class FetchConfig:
     workers: int = 4
     progress: bool = True
     report: Optional[str] = None
+
+    def __post_init__(self):
+        from foldnet.data.errors import ConfigError
+
+        for key, kind, low in (("retries", int, 0), ("workers", int, 1), ("backoff", (int, float), 0),
+                               ("timeout", (int, float), 1e-3)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+                raise ConfigError(key, f"must be a number >= {low}, got {value!r}")
+        if not isinstance(self.ids, (list, tuple)):
+            raise ConfigError("ids", f"must be a list such as ids=[1crn,4hhb], got {self.ids!r}")
 
 
 def run_fetch(cfg: FetchConfig) -> FetchReport:

@@ -42,7 +42,7 @@ from Bio.PDB import MMCIFParser, PDBParser
 from Bio.PDB.PDBExceptions import PDBConstructionWarning
 
 from foldnet.common import residue_constants as rc
-from foldnet.common.protein import Protein
+from foldnet.common.protein import Protein, mask_unobserved
 from foldnet.data.errors import ParseError
 from foldnet.data.fasta import open_text
 
@@ -94,6 +94,22 @@ def _cath_label(text: str) -> Optional[str]:
     return None
 
 
+def _error_line(text: str, e: BaseException) -> Optional[int]:
+    """The line a Biopython error is about: its "at line N", else the first line holding the
+    token it quotes (``could not convert string to float: '1.2x'``); None when neither."""
+    msg = str(e)
+    m = re.search(r"at line (\d+)", msg)
+    if m:
+        return int(m.group(1))
+    m = re.search(r"'([^']{2,})'", msg) or re.search(r"quote open: (.+)$", msg)
+    if m:
+        token = m.group(1)
+        for n, line in enumerate(text.splitlines(), 1):
+            if token in line:
+                return n
+    return None
+
+
 def _parse(path: PathLike, text: str):
     """Biopython structure of ``text``; ParseError for empty or unparseable input."""
     if not text.strip():
@@ -106,7 +122,7 @@ def _parse(path: PathLike, text: str):
             structure = parser.get_structure(default_id(path), io.StringIO(text))
     except Exception as e:  # Biopython raises ValueError, KeyError, PDBConstructionException...
         kind = "mmCIF" if mmcif else "PDB"
-        raise ParseError(path, f"cannot parse as {kind}: {type(e).__name__}: {e}") from None
+        raise ParseError(path, f"cannot parse as {kind}: {type(e).__name__}: {e}", line=_error_line(text, e)) from None
     models = list(structure)
     if not models or not any(True for _ in structure.get_atoms()):
         raise ParseError(path, "no atoms found (not a PDB/mmCIF coordinate file?)")
@@ -182,7 +198,7 @@ def _chain_to_protein(chain, pid: str, cath: Optional[str]) -> Optional[Protein]
         bfac.append(atoms["CA"].get_bfactor())
     if not aatype:
         return None
-    return Protein(
+    return mask_unobserved(Protein(
         id=pid,
         aatype=np.array(aatype, np.int32),
         atom_positions=np.stack(pos),
@@ -192,7 +208,7 @@ def _chain_to_protein(chain, pid: str, cath: Optional[str]) -> Optional[Protein]
         insertion_code=np.array(icode, dtype="<U1"),
         cath=cath,
         b_factors=np.array(bfac, np.float32),
-    )
+    ))
 
 
 def _get_model(path: PathLike, structure, model: int):

@@ -16,11 +16,14 @@ step when the manager has metrics for one, else the latest.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
 PathLike = Union[str, os.PathLike]
+
+log = logging.getLogger(__name__)
 
 CONFIG_NAMES = ("config.yaml", "resolved_config.yaml", ".hydra/config.yaml")
 
@@ -162,4 +165,31 @@ def load_for_inference(checkpoint: Optional[PathLike], step: Optional[int] = Non
         return pretrained.load_pretrained(str(checkpoint).split(":", 1)[1])
     root, chosen, run_dir = resolve_checkpoint(checkpoint, step)
     model_cfg = load_model_config(find_run_config(run_dir, root))
-    return model_cfg, restore_params(root, chosen)
+    if step is not None or _is_step_dir(Path(checkpoint).expanduser().absolute()):
+        return model_cfg, _restore_or_explain(root, chosen)
+    # No step asked for: a damaged best/latest step is skipped with a warning, not fatal.
+    others = sorted((int(d.name) for d in root.iterdir() if _is_step_dir(d) and int(d.name) != chosen), reverse=True)
+    from foldnet.train.checkpoint import quiet_failed_restore
+
+    problems = []
+    for s in [chosen] + others:
+        try:
+            with quiet_failed_restore():
+                return model_cfg, restore_params(root, s)
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for damaged files
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            problems.append(f"step {s}: {reason}")
+            log.warning("checkpoint step %d in %s cannot be restored (%s); trying another step", s, root, reason)
+    raise ValueError(f"checkpoint {root}: no step can be restored ({'; '.join(problems)})")
+
+
+def _restore_or_explain(root: Path, step: int) -> Any:
+    from foldnet.train.checkpoint import quiet_failed_restore
+
+    try:
+        with quiet_failed_restore():
+            return restore_params(root, step)
+    except Exception as e:  # noqa: BLE001
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        raise ValueError(f"checkpoint {root / str(step)} cannot be restored ({reason}); "
+                         "pass another step=... or retrain") from None

@@ -48,6 +48,7 @@ import numpy as np
 from foldnet.common import atomic, geometry_np
 from foldnet.common import residue_constants as rc
 from foldnet.common.paths import data_root as resolve_data_root
+from foldnet.common.paths import safe_stem
 from foldnet.common.protein import Protein
 from foldnet.data.errors import ParseError
 from foldnet.inference import report
@@ -56,6 +57,7 @@ from foldnet.inference.predict import (
     enable_compilation_cache,
     fold_distributions,
     make_fold_config,
+    run_log,
 )
 from foldnet.inference.tiling import TilingConfig
 from foldnet.structure.config import FoldConfig
@@ -145,7 +147,21 @@ class EvaluateConfig:
     fold_reference: str = "prior"
 
     def __post_init__(self):
+        from foldnet.data.errors import ConfigError
+
         check_fold_reference(self.fold_reference)
+        for key in ("max_domains", "max_length", "num_example_maps"):
+            if getattr(self, key) < 0:
+                raise ConfigError(key, f"must be >= 0 (0 = {'no limit' if key != 'num_example_maps' else 'none'}), "
+                                       f"got {getattr(self, key)}")
+        for key in ("workers", "prior_max_chains"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, f"must be >= 1, got {getattr(self, key)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ConfigError("methods", f"{list(self.methods)}: expected a non-empty subset of {list(METHODS)}")
+        if self.data_root not in (None, "", "null") and not Path(self.data_root).expanduser().is_dir():
+            raise ConfigError("data_root", f"{self.data_root} is not a directory (set FOLDNET_DATA or data_root=...)")
 
 
 @dataclasses.dataclass
@@ -203,6 +219,8 @@ def find_structure_file(pdb_dir: Path, domain_id: str) -> Optional[Path]:
     if len(domain_id) == 7 and domain_id.endswith("00"):
         names.append(domain_id[:5])
     for name in names:
+        if safe_stem(name) != name:  # an id such as ../x or /abs names no file in pdb_dir
+            continue
         for suffix in PDB_SUFFIXES:
             p = pdb_dir / f"{name}{suffix}"
             if p.is_file():
@@ -518,7 +536,8 @@ class DomainEvaluator:
 
 
 def _safe_name(domain_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in domain_id)
+    """File stem of a domain's results (``foldnet.common.paths.safe_stem``: confined, collision-free)."""
+    return safe_stem(domain_id, "domain id")
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -534,6 +553,14 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     Raises:
       ValueError: unknown methods, or a network method without a checkpoint.
     """
+    Path(cfg.out_dir, "domains").mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale_tmp(Path(cfg.out_dir))
+    atomic.remove_stale_tmp(Path(cfg.out_dir, "domains"))
+    with run_log(Path(cfg.out_dir) / "evaluate.log"):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: EvaluateConfig) -> dict:
     from tqdm import tqdm
 
     unknown = set(cfg.methods) - set(METHODS)

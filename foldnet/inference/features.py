@@ -37,12 +37,18 @@ def find_alignment(msa_dir: Optional[PathLike], record_id: str) -> Optional[Path
       record_id: the FASTA id.
 
     Returns:
-      Path of the first existing file in ``MSA_SUFFIXES`` order, or None.
+      Path of the first existing ``<stem><suffix>`` in ``MSA_SUFFIXES`` order, or None; the stem
+      is ``foldnet.common.paths.safe_stem(record_id)`` (the id itself for plain ids).
     """
     if msa_dir in (None, "", "null"):
         return None
+    from foldnet.common.paths import safe_stem
+
+    # The same stem as the record's output files: an id such as ../x or /abs is never looked up
+    # outside msa_dir.
+    stem = safe_stem(record_id, "record id")
     for suffix in MSA_SUFFIXES:
-        p = Path(msa_dir) / f"{record_id}{suffix}"
+        p = Path(msa_dir) / f"{stem}{suffix}"
         if p.is_file():
             return p
     return None

@@ -22,22 +22,31 @@ others still finish.
 | ``has_profile`` | float32 | 1 in profile mode, 0 in single-sequence mode |
 | ``fold_energy`` | float32 | final potential of the chosen fold |
 | ``pair_coverage`` | [L, L] int16 | windows that scored each pair |
+| ``record_id`` | str | the FASTA id (the file stem is ``foldnet.common.paths.safe_stem`` of it) |
+| ``settings`` | str | fingerprint of the run's settings; a rerun keeps records whose fingerprint matches |
+
+File stems: an id that is a plain file name is used as is; any other (``/tmp/x``, ``../y``,
+control characters, over-long, or a case-only twin of an earlier id) becomes a sanitised
+name plus 8 hex digits of its sha256, so nothing is written outside ``out_dir`` and no two
+records share a file. ``summary.tsv`` gives each record's ``file``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
 from foldnet.common import atomic
 from foldnet.common import residue_constants as rc
 from foldnet.common.protein import Protein
-from foldnet.data.errors import ParseError
+from foldnet.common.paths import NameAllocator, safe_stem
+from foldnet.data.errors import InputError, ParseError
 from foldnet.inference import features as feats_lib
 from foldnet.inference import report
 from foldnet.inference.tiling import TilingConfig, predict_tiled
@@ -67,6 +76,8 @@ class PredictConfig:
       fold_reference: "prior" folds on ``-log p + log p_prior``, the predicted distogram
         relative to the model's sequence-separation prior (AlphaFold-CASP13's background
         correction; the prior is the checkpoint's ``prior.npz``); "none" on ``-log p``.
+      overwrite: predict every record again; by default a record whose ``<id>.npz`` was
+        written with the same settings (an interrupted run) is kept and skipped.
     """
 
     input: str = ""
@@ -81,9 +92,12 @@ class PredictConfig:
     progress: bool = True
     compilation_cache_dir: Optional[str] = None
     fold_reference: str = "prior"
+    overwrite: bool = False
 
     def __post_init__(self):
         check_fold_reference(self.fold_reference)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
 
 FOLD_REFERENCES = ("prior", "none")
@@ -107,14 +121,18 @@ class RecordResult:
     seconds: float = 0.0
     num_windows: int = 0
     error: str = ""
+    file: str = ""
+    resumed: bool = False
 
     def line(self) -> str:
         """The human summary line of this record."""
         if not self.ok:
             return f"{self.id}: FAILED: {self.error}"
+        where = "" if self.file in ("", self.id) else f" -> {self.file}.pdb"
+        kept = " (kept from an earlier run)" if self.resumed else ""
         return (
             f"{self.id}: L={self.length} mode={self.mode} mean_confidence={self.mean_confidence:.3f} "
-            f"fold_energy={self.fold_energy:.4g} windows={self.num_windows} time={self.seconds:.1f}s"
+            f"fold_energy={self.fold_energy:.4g} windows={self.num_windows} time={self.seconds:.1f}s{where}{kept}"
         )
 
 
@@ -257,8 +275,15 @@ def write_outputs(
     fold_result,
     has_profile: bool,
     write_png: bool,
+    stem: Optional[str] = None,
+    settings: str = "",
 ) -> np.ndarray:
-    """Write ``<id>.pdb``, ``<id>.npz`` and (optionally) ``<id>.png`` atomically.
+    """Write ``<stem>.pdb``, ``<stem>.npz`` and (optionally) ``<stem>.png`` atomically.
+
+    Args:
+      stem: file stem (default ``safe_stem(protein.id)``: an ID never names a path outside
+        ``out_dir``).
+      settings: fingerprint stored in the npz, so a rerun knows which records it may keep.
 
     Returns:
       The per-residue confidence [L] written to the B-factor column.
@@ -266,12 +291,17 @@ def write_outputs(
     from foldnet.common.pdb_io import write_pdb
 
     rid = protein.id
+    stem = stem or safe_stem(rid, "record id")
     confidence = np.asarray(fold_result.confidence, np.float32).reshape(len(protein))
     # The structure module already puts the confidence (0-100) in the B-factors.
     model = fold_result.protein.replace(id=rid, aatype=protein.aatype, b_factors=confidence)
-    with atomic.atomic_path(out_dir / f"{rid}.pdb", suffix=".pdb") as tmp:
+    if write_png:
+        mode = "profile" if has_profile else "single-sequence"
+        report.plot_prediction(dist["dist_probs"], confidence, out_dir / f"{stem}.png", title=f"{rid} ({mode}, L={len(protein)})")
+    with atomic.atomic_path(out_dir / f"{stem}.pdb", suffix=".pdb") as tmp:
         write_pdb(model, tmp)
-    with atomic.atomic_path(out_dir / f"{rid}.npz", suffix=".npz") as tmp:
+    # The npz goes last: its presence (with the same settings) marks the record finished.
+    with atomic.atomic_path(out_dir / f"{stem}.npz", suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(
                 fh,
@@ -286,11 +316,28 @@ def write_outputs(
                 has_profile=np.float32(has_profile),
                 fold_energy=np.float32(fold_result.energy),
                 pair_coverage=np.asarray(dist["pair_coverage"], np.int16),
+                record_id=np.array(rid),
+                settings=np.array(settings),
             )
-    if write_png:
-        mode = "profile" if has_profile else "single-sequence"
-        report.plot_prediction(dist["dist_probs"], confidence, out_dir / f"{rid}.png", title=f"{rid} ({mode}, L={len(protein)})")
     return confidence
+
+
+def _finished(out: Path, stem: str, rec: Any, settings: str, write_png: bool) -> Optional[RecordResult]:
+    """The result of a record an earlier run with the same settings finished, else None."""
+    npz, pdb = out / f"{stem}.npz", out / f"{stem}.pdb"
+    if not (npz.is_file() and pdb.is_file()) or (write_png and not (out / f"{stem}.png").is_file()):
+        return None
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            if str(z["settings"]) != settings or str(z["sequence"]) != rec.sequence:
+                return None
+            conf = np.asarray(z["confidence"], np.float64)
+            return RecordResult(id=rec.id, ok=True, length=len(rec.sequence),
+                                mode="profile" if float(z["has_profile"]) else "single",
+                                mean_confidence=float(np.mean(conf)), fold_energy=float(z["fold_energy"]),
+                                file=stem, resumed=True)
+    except (OSError, ValueError, KeyError, EOFError):
+        return None  # unreadable (e.g. written by another version): predict it again
 
 
 def predict_records(
@@ -304,6 +351,7 @@ def predict_records(
     progress: bool = False,
     on_result: Optional[Callable[[RecordResult], None]] = None,
     prior: Any = None,
+    settings: Optional[str] = None,
 ) -> list[RecordResult]:
     """Predict every record; bad ones are reported (``ok=False``) and skipped.
 
@@ -318,6 +366,8 @@ def predict_records(
       progress: tqdm bar.
       on_result: called with each result as soon as it is known.
       prior: fold relative to this prior's distogram (``fold_distributions``); None: no background.
+      settings: fingerprint of the run's settings; when given, a record whose outputs carry the
+        same fingerprint (an interrupted run) is kept and not predicted again.
 
     Returns:
       One RecordResult per input item, in order.
@@ -328,13 +378,19 @@ def predict_records(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale_tmp(out)
     fold_cfg = make_fold_config(fold_options)
+    names = NameAllocator("record id")
     results = []
     for k, rec in enumerate(tqdm(records, desc="predict", unit="record", disable=not progress)):
         if isinstance(rec, ParseError):
             res = RecordResult(id=rec.record or f"<record at line {rec.line}>", ok=False, error=str(rec))
+        elif (done := settings is not None and _finished(out, names.stem(rec.id), rec,
+                                                         f"{settings}:{k}", write_png)):
+            res = done
         else:
             t0 = time.perf_counter()
+            stem = names.stem(rec.id)
             try:
                 protein = record_to_protein(rec)
                 aln = feats_lib.find_alignment(msa_dir, rec.id)
@@ -342,7 +398,8 @@ def predict_records(
                 inputs = feats_lib.input_features(protein, profile)
                 dist = predictor.distributions(inputs)
                 fold_result = fold_distributions(protein, dist, fold_cfg, seed + k, prior)
-                conf = write_outputs(out, protein, dist, fold_result, profile is not None, write_png)
+                conf = write_outputs(out, protein, dist, fold_result, profile is not None, write_png,
+                                     stem=stem, settings="" if settings is None else f"{settings}:{k}")
                 res = RecordResult(
                     id=rec.id,
                     ok=True,
@@ -352,8 +409,11 @@ def predict_records(
                     fold_energy=float(fold_result.energy),
                     seconds=time.perf_counter() - t0,
                     num_windows=int(dist["num_windows"]),
+                    file=stem,
                 )
-            except (ParseError, ValueError, KeyError, FloatingPointError) as e:
+            except ParseError as e:
+                res = RecordResult(id=rec.id, ok=False, error=str(e))
+            except Exception as e:  # noqa: BLE001 - one bad record must not stop the batch
                 log.warning("record %s failed: %s", rec.id, e)
                 res = RecordResult(id=rec.id, ok=False, error=f"{type(e).__name__}: {e}")
         if on_result is not None:
@@ -364,14 +424,43 @@ def predict_records(
 
 def write_summary(results: Sequence[RecordResult], path: Path) -> None:
     """``summary.tsv``: one row per record (id, ok, length, mode, confidence, energy, time, error)."""
-    cols = ["id", "ok", "length", "mode", "mean_confidence", "fold_energy", "num_windows", "seconds", "error"]
+    cols = ["id", "ok", "length", "mode", "mean_confidence", "fold_energy", "num_windows", "seconds", "error",
+            "file", "resumed"]
     lines = ["\t".join(cols)]
     for r in results:
         d = dataclasses.asdict(r)
         d["ok"] = int(r.ok)
+        d["resumed"] = int(r.resumed)
         cells = [str(report._fmt(d[c])).replace("\t", " ").replace("\n", " ") for c in cols]
         lines.append("\t".join(cells))
     atomic.write_text(path, "\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Copy foldnet's log lines into ``path`` (``predict.log`` / ``evaluate.log`` in the output folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    root = logging.getLogger("foldnet")
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def predict_settings(cfg: PredictConfig) -> str:
+    """Fingerprint of everything but the input that changes a record's outputs."""
+    import hashlib
+    import json
+
+    keys = {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("input", "out_dir", "progress", "compilation_cache_dir", "overwrite")}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def predict(cfg: PredictConfig) -> list[RecordResult]:
@@ -393,15 +482,30 @@ def predict(cfg: PredictConfig) -> list[RecordResult]:
 
     if not cfg.input:
         raise ValueError("predict: give the FASTA file, e.g. `foldnet predict input=seqs.fasta checkpoint=runs/x`")
+    if Path(cfg.input).is_dir():
+        raise InputError(cfg.input, "is a directory; input= takes one FASTA file (plain or gzip)")
     if not Path(cfg.input).is_file():
         raise FileNotFoundError(f"predict: FASTA file {cfg.input} does not exist")
+    if cfg.msa_dir not in (None, "", "null") and not Path(cfg.msa_dir).is_dir():
+        raise FileNotFoundError(f"predict: msa_dir {cfg.msa_dir} is not a directory")
+    records = list(iter_fasta(cfg.input, errors="skip"))
+    if not records:
+        raise InputError(cfg.input, "no FASTA records (empty file, or no line starting with '>')")
+    with run_log(Path(cfg.out_dir) / "predict.log"):
+        return _predict(cfg, records)
+
+
+def _predict(cfg: PredictConfig, records: list) -> list[RecordResult]:
+    from foldnet.inference.checkpoint_io import load_for_inference
+
+    log.info("predict: %d records of %s -> %s", len(records), cfg.input, cfg.out_dir)
     enable_compilation_cache(cfg.compilation_cache_dir)
     model_cfg, params = load_for_inference(cfg.checkpoint, step=cfg.step)
     prior = load_checkpoint_prior(cfg.checkpoint, cfg.step) if cfg.fold_reference == "prior" else None
     predictor = Predictor(model_cfg, params, cfg.tiling)
     out = Path(cfg.out_dir)
     results = predict_records(
-        list(iter_fasta(cfg.input, errors="skip")),
+        records,
         predictor,
         out,
         msa_dir=cfg.msa_dir,
@@ -411,6 +515,7 @@ def predict(cfg: PredictConfig) -> list[RecordResult]:
         progress=cfg.progress,
         on_result=lambda r: print(r.line(), flush=True),
         prior=prior,
+        settings=None if cfg.overwrite else predict_settings(cfg),
     )
     write_summary(results, out / "summary.tsv")
     return results

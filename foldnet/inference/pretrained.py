@@ -45,7 +45,7 @@ def available() -> list[str]:
 
 def model_dir(name: str = DEFAULT_MODEL) -> Path:
     d = PRETRAINED_DIR / name
-    if not (d / "manifest.json").is_file():
+    if not name or "/" in name or "\\" in name or name.startswith(".") or not (d / "manifest.json").is_file():
         raise FileNotFoundError(
             f"no pretrained model {name!r} in {PRETRAINED_DIR} (available: {available() or 'none'}); "
             "pass a training run with checkpoint=runs/<run>"
@@ -54,7 +54,22 @@ def model_dir(name: str = DEFAULT_MODEL) -> Path:
 
 
 def load_manifest(name: str = DEFAULT_MODEL) -> dict[str, Any]:
-    return json.loads((model_dir(name) / "manifest.json").read_text())
+    """The shipped model's ``manifest.json``, checked: a JSON object with a sha256 of the weights.
+
+    Raises:
+      ParseError: the manifest is not valid UTF-8 JSON or lacks a 64-hex ``params_sha256``.
+    """
+    from foldnet.data.errors import ParseError
+
+    path = model_dir(name) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ParseError(path, f"not a valid JSON manifest ({type(e).__name__}: {e})") from None
+    digest = manifest.get("params_sha256") if isinstance(manifest, dict) else None
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise ParseError(path, "manifest has no 64-hex-digit 'params_sha256' (the weights cannot be verified)")
+    return manifest
 
 
 def load_pretrained(name: str = DEFAULT_MODEL):
@@ -69,12 +84,14 @@ def load_pretrained(name: str = DEFAULT_MODEL):
     from foldnet.inference.checkpoint_io import load_model_config
 
     d = model_dir(name)
-    manifest = json.loads((d / "manifest.json").read_text())
+    manifest = load_manifest(name)
     weights = d / "params.msgpack"
     digest = _sha256(weights)
     if digest != manifest["params_sha256"]:
-        raise ValueError(
-            f"{weights}: sha256 {digest} does not match the manifest ({manifest['params_sha256']}); "
+        from foldnet.data.errors import ParseError
+
+        raise ParseError(
+            weights, f"sha256 {digest} does not match the manifest ({manifest['params_sha256']}); "
             "the file is damaged or was replaced"
         )
     params = serialization.msgpack_restore(weights.read_bytes())

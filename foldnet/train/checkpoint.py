@@ -21,18 +21,31 @@ directories are removed in the background when the manager opens
 (``cleanup_tmp_directories``; Orbax finishes that before the next save).
 Multi-host: every process calls ``save``/``restore``; Orbax coordinates who
 writes (the primary host writes metadata, each host its array shards).
+
+Damage: a finished step whose files were later deleted or garbled (a disk problem, a user
+tidying up) cannot be restored. ``restore(None, ...)`` then warns, moves that step out of
+the way into ``<dir>.broken/`` (so the run can save that step number again) and resumes
+from the next older step; only when no step restores does it fail, naming the directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
+import logging
 import os
+import shutil
+import sys
+import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
 
 _LOADER_EMPTY = {"__empty__": True}
 # Sidecar of validation metrics per saved step (see Checkpointer._record_metric).
@@ -58,6 +71,22 @@ class CheckpointConfig:
     best_metric: str = "dist_nll"
     resume: bool = True
     async_save: bool = False
+
+
+@contextlib.contextmanager
+def quiet_failed_restore() -> Iterator[None]:
+    """Hide the asyncio noise a failed Orbax restore leaves behind ("Task exception was never
+    retrieved", "Event loop is closed"): the caller reports the failure in one warning."""
+    logger = logging.getLogger("asyncio")
+    level, hook = logger.level, sys.unraisablehook
+    logger.setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        gc.collect()  # abandoned tasks report when collected: collect them while muted
+        logger.setLevel(level)
+        sys.unraisablehook = hook
 
 
 def _key_to_data(tree: Any) -> tuple[Any, Any]:
@@ -106,7 +135,11 @@ class Checkpointer:
             cleanup_tmp_directories=True,
             create=True,
         )
-        self._mngr = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "loader"))
+        self._options = options
+        self._mngr = self._open()
+
+    def _open(self):
+        return ocp.CheckpointManager(self.directory, options=self._options, item_names=("state", "loader"))
 
     def latest_step(self) -> Optional[int]:
         """The newest finished checkpoint step, or None."""
@@ -188,9 +221,43 @@ class Checkpointer:
           (restored state, loader state dict or None).
         """
         if step is None:
-            step = self.latest_step()
-        if step is None:
+            return self._restore_newest_good(abstract_state)
+        return self._restore(step, abstract_state)
+
+    def _restore_newest_good(self, abstract_state: Any) -> tuple[Any, Optional[dict]]:
+        if self.latest_step() is None:
             raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
+        problems = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                with quiet_failed_restore():
+                    return self._restore(step, abstract_state)
+            except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for damaged files
+                reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                problems.append(f"step {step}: {reason}")
+                moved = self._set_aside(step)
+                log.warning("checkpoint step %d in %s cannot be restored (%s); moved to %s, trying the "
+                            "previous step", step, self.directory, reason, moved)
+        raise ValueError(f"no checkpoint in {self.directory} can be restored (all moved to "
+                         f"{self.directory.name}.broken/; the same command now starts from step 0): "
+                         + "; ".join(problems))
+
+    def _set_aside(self, step: int) -> Optional[Path]:
+        """Move a damaged step out of the checkpoint root and reopen the manager without it."""
+        src = self.directory / str(step)
+        dest = None
+        if jax.process_index() == 0 and src.exists():
+            dest = self.directory.with_name(self.directory.name + ".broken") / f"{step}-{int(time.time())}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), str(dest))
+        try:
+            self._mngr.close()
+        except Exception:  # noqa: BLE001 - a manager that failed a restore may not close cleanly
+            pass
+        self._mngr = self._open()
+        return dest
+
+    def _restore(self, step: int, abstract_state: Any) -> tuple[Any, Optional[dict]]:
         data_template, is_key = _key_to_data(abstract_state)
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, data_template)
         restored = self._mngr.restore(

@@ -135,7 +135,38 @@ def to_train_config(cfg: Any) -> TrainConfig:
     merged = OmegaConf.merge(train_schema(), cfg)
     obj = OmegaConf.to_object(merged)
     assert isinstance(obj, TrainConfig)
+    check_train_config(obj)
     return obj
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Values that type-check but cannot work; fails before any data is read or step compiled.
+
+    Raises:
+      ConfigError: naming the first offending key.
+    """
+    from foldnet.data.errors import ConfigError
+
+    positive = {
+        "steps": cfg.steps, "data.crop_size": cfg.data.crop_size, "data.batch_size": cfg.data.batch_size,
+        "data.eval_batch_size": cfg.data.eval_batch_size, "data.eval_max_length": cfg.data.eval_max_length,
+        "checkpoint.keep_last": cfg.checkpoint.keep_last, "logging.every_steps": cfg.logging.every_steps,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(key, f"must be >= 1, got {value}")
+    non_negative = {
+        "data.min_length": cfg.data.min_length, "data.prefetch": cfg.data.prefetch,
+        "checkpoint.every_steps": cfg.checkpoint.every_steps, "checkpoint.keep_best": cfg.checkpoint.keep_best,
+        "val.every_steps": cfg.val.every_steps,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(key, f"must be >= 0, got {value}")
+    if not 0.0 <= cfg.data.profile_dropout <= 1.0:
+        raise ConfigError("data.profile_dropout", f"must be in [0, 1], got {cfg.data.profile_dropout}")
+    if cfg.halt_at_step is not None and cfg.halt_at_step < 1:
+        raise ConfigError("halt_at_step", f"must be >= 1 or null, got {cfg.halt_at_step}")
 
 
 def to_yaml(cfg: Any) -> str:
