@@ -196,7 +196,11 @@ def _walk_eqns(jaxpr):
 
 
 @pytest.mark.parametrize("dtype,conv_dtype", [("bfloat16", jnp.bfloat16), ("float32", jnp.float32)])
-def test_precision_policy_dtypes_in_the_jaxpr(batch, dtype, conv_dtype):
+def test_precision_policy_dtypes_in_the_jaxpr(batch, dtype, conv_dtype, monkeypatch):
+    from foldnet.model import precision
+
+    # The accelerator policy (bf16 convolutions); on CPU "bfloat16" computes in f32 (below).
+    monkeypatch.setattr(precision, "BF16_COMPUTE_BACKENDS", {jax.default_backend()})
     cfg = dataclasses.replace(PRESETS["tiny"], dtype=dtype)
     model = build_model(cfg)
     params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))["params"]
@@ -217,3 +221,18 @@ def test_precision_policy_dtypes_in_the_jaxpr(batch, dtype, conv_dtype):
     assert len(heads) == 3 and all(e.outvars[0].aval.dtype == jnp.float32 for e in heads)
     outs = jax.eval_shape(lambda p, b: model.apply({"params": p}, b, train=False), params, batch)
     assert all(v.dtype == jnp.float32 for v in outs.values())
+
+
+def test_bfloat16_policy_computes_in_float32_on_cpu(batch):
+    from foldnet.model import get_policy
+
+    assert get_policy("bfloat16", backend="cpu").compute_dtype == jnp.float32
+    assert get_policy("bfloat16", backend="gpu").compute_dtype == jnp.bfloat16
+    assert get_policy("bfloat16", backend="tpu").compute_dtype == jnp.bfloat16
+    if jax.default_backend() == "cpu":
+        cfg = dataclasses.replace(PRESETS["tiny"], dtype="bfloat16")
+        model = build_model(cfg)
+        params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch, train=False))["params"]
+        jaxpr = jax.make_jaxpr(lambda p, b: model.apply({"params": p}, b, train=False))(params, batch)
+        convs = [e for e in _walk_eqns(jaxpr.jaxpr) if e.primitive.name == "conv_general_dilated"]
+        assert convs and all(v.aval.dtype == jnp.float32 for e in convs for v in e.invars)

@@ -48,15 +48,31 @@ class Policy:
         return x.astype(self.output_dtype)
 
 
-def get_policy(dtype: str) -> Policy:
+# Backends whose convolutions and dense layers run the bf16 policy in bf16. XLA:CPU
+# (XNNPACK/YNNPACK kernels on the 2-core dev box, which has AVX512-BF16) is no faster in
+# bf16 than in f32 and sometimes slower (docs/bench/peers.md), so on CPU the "bfloat16"
+# policy computes its trunks in f32 -- same parameters, checkpoints and code path, f32
+# numerics -- and keeps bf16 activations for GPUs and TPUs. Read at trace time.
+BF16_COMPUTE_BACKENDS = {"gpu", "tpu", "cuda", "rocm"}
+
+
+def get_policy(dtype: str, backend: str | None = None) -> Policy:
     """The policy for a ModelConfig.dtype string.
 
     Args:
       dtype: "bfloat16" (mixed precision) or "float32" (everything f32).
+      backend: the JAX backend the model will run on (default: ``jax.default_backend()``);
+        "bfloat16" computes in bf16 only on ``BF16_COMPUTE_BACKENDS``.
     Returns:
       The Policy.
     """
     if dtype == "bfloat16":
+        if backend is None:
+            import jax
+
+            backend = jax.default_backend()
+        if backend not in BF16_COMPUTE_BACKENDS:
+            return Policy(compute_dtype=jnp.float32)
         return Policy(compute_dtype=jnp.bfloat16)
     if dtype == "float32":
         return Policy(compute_dtype=jnp.float32)
