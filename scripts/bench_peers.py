@@ -116,7 +116,8 @@ def to_markdown(res: dict) -> str:
         "the jitted train step with the state donated; peers: "
         "`../shared/peers/peer_step_bench.py` (random inputs of the same shapes). "
         f"Matmul ceiling measured in this run: {meta['matmul_gflops']:.0f} GFLOP/s "
-        "(2048^3 f32 `jnp.dot`).",
+        "(2048^3 f32 `jnp.dot`). On CPU the bf16 policy computes in f32 (docs/model.md): the two "
+        "foldnet columns run the same program there, so their difference is this run's noise.",
         "",
         "| crop | foldnet f32 (ms) | foldnet bf16 (ms) | PyTorch (ms) | Keras (ms) | PyTorch / foldnet f32 "
         "| foldnet GFLOP/s | fraction of matmul |",
