@@ -12,9 +12,9 @@ from foldnet.data.proteinnet import iter_proteinnet
 
 
 @pytest.fixture(scope="module")
-def protein(data_root):
+def protein(testdata):
     """A real chain with virtual CB, numbering with a gap and insertion codes, graded B-factors."""
-    p = next(p for p in iter_proteinnet(data_root / "proteinnet" / "validation.gz") if "G" in p.sequence[:40])
+    p = next(p for p in iter_proteinnet(testdata / "proteinnet" / "validation.gz") if "G" in p.sequence[:40])
     p = geometry_np.with_virtual_cb(p.select(np.arange(40)))
     resnum = np.arange(1, 41, dtype=np.int32) + 10
     resnum[20:] += 5  # a numbering gap

@@ -14,9 +14,10 @@ import hydra
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
+from foldnet.common.paths import config_dir
 from foldnet.cli.runtime import use_all_cpu_cores
 
-_CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
+_CONFIGS = config_dir()
 
 
 def _compose(name: str, overrides: list[str]) -> DictConfig:
