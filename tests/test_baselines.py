@@ -9,7 +9,8 @@ import pytest
 
 from foldnet.common import residue_constants as rc
 from foldnet.metrics.contacts import contact_probabilities
-from foldnet.train.baselines import Prior, PriorBuilder, evaluate_baselines, fit_priors
+from foldnet.model.prior import Prior, PriorBuilder, fit_priors
+from foldnet.train.baselines import evaluate_baselines
 from foldnet.train.validate import (
     MetricAccumulator,
     ValConfig,

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from foldnet.model.config import PRESETS
 from foldnet.train.checkpoint import CheckpointConfig, Checkpointer, tree_equal
 from foldnet.train.config import train_schema
-from foldnet.train.logging import read_jsonl
+from foldnet.train.run_log import read_jsonl
 from foldnet.train.loop import train
 from foldnet.train.state import TrainState
 

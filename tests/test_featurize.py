@@ -69,7 +69,7 @@ def test_torsions_match_hand_dihedral(proteinnet_chain):
 
 
 def test_real_cb_kept_and_glycine_virtual(testdata):
-    from foldnet.data.structure import read_structure
+    from foldnet.data.structure_parser import read_structure
 
     p = read_structure(testdata / "cath_tools_testdata" / "1c0pA01")
     f = featurize(p, source_id="1c0pA01")

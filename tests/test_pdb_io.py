@@ -108,7 +108,7 @@ def test_write_pdb_is_atomic_and_reparses(protein, tmp_path):
 
 
 def test_project_reader_round_trip(protein, tmp_path):
-    structure = pytest.importorskip("foldnet.data.structure")
+    structure = pytest.importorskip("foldnet.data.structure_parser")
     path = tmp_path / "model.pdb"
     pdb_io.write_pdb(protein, path)
     back = structure.read_structure(path, chain="B")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import hydra
 from hydra import compose
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from foldnet.common.paths import config_dir
 from foldnet.cli.runtime import use_all_cpu_cores
+from foldnet.common.paths import config_dir
 
 _CONFIGS = config_dir()
 

@@ -25,30 +25,31 @@ What it does, in order:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging as pylogging
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import jax
 import numpy as np
 
 from foldnet.common import atomic
 from foldnet.common import residue_constants as rc
+from foldnet.common.compilation_cache import compilation_cache
 from foldnet.data.cache import H5Dataset
 from foldnet.data.loader import CropLoader
 from foldnet.model.model import count_params
-from foldnet.train.baselines import Prior, evaluate_baselines, fit_priors
+from foldnet.model.prior import Prior, fit_priors
+from foldnet.train.baselines import evaluate_baselines
 from foldnet.train.checkpoint import Checkpointer
 from foldnet.train.config import TrainConfig, to_train_config, to_yaml
-from foldnet.train.logging import RunLogger, plot_curves
+from foldnet.train.run_log import RunLogger, plot_curves
 from foldnet.train.parallel import parallelize_train_step
 from foldnet.train.state import create_train_state
 from foldnet.train.metrics_buffer import MetricsBuffer
-from foldnet.train.validate import evaluate, validation_batches
+from foldnet.train.validate import validation_batches, validation_metrics
 
 log = pylogging.getLogger(__name__)
 
@@ -99,33 +100,6 @@ def _load_or_fit_prior(cfg: TrainConfig, run_dir: Path, train_path: Path, writer
     if writer:
         prior.save(path)
     return prior
-
-
-@contextlib.contextmanager
-def compilation_cache(directory: Optional[str]) -> Iterator[None]:
-    """Use JAX's persistent compilation cache in ``directory`` for the duration (no-op for None).
-
-    The cache is (re)initialised on entry, so it takes effect even if this process
-    compiled something before, and the previous setting is restored on exit.
-    """
-    if not directory:
-        yield
-        return
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    old = {k: getattr(jax.config, k) for k in keys}
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    cc.reset_cache()
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            jax.config.update(k, v)
-        cc.reset_cache()
 
 
 def train(config: Any) -> dict[str, Any]:
@@ -218,7 +192,7 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
 
     def validate(step: int) -> dict:
         params = state.params
-        metrics = evaluate(
+        metrics = validation_metrics(
             lambda b: predict(params, b),
             validation_batches(val_ds, cfg.val),
             min_separation=cfg.model.distogram_min_separation,
