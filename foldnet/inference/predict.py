@@ -455,7 +455,6 @@ def predict(cfg: PredictConfig) -> list[RecordResult]:
       ValueError: if no checkpoint was given.
     """
     from foldnet.data.fasta import iter_fasta
-    from foldnet.inference.pretrained import load_for_inference
 
     if not cfg.input:
         raise ValueError("predict: give the FASTA file, e.g. `foldnet predict input=seqs.fasta checkpoint=runs/x`")
@@ -473,7 +472,7 @@ def predict(cfg: PredictConfig) -> list[RecordResult]:
 
 
 def _predict(cfg: PredictConfig, records: list) -> list[RecordResult]:
-    from foldnet.inference.checkpoint_io import load_for_inference
+    from foldnet.inference.pretrained import load_for_inference
 
     log.info("predict: %d records of %s -> %s", len(records), cfg.input, cfg.out_dir)
     enable_compilation_cache(cfg.compilation_cache_dir)
