@@ -253,22 +253,31 @@ def iter_domains(cfg: EvaluateConfig) -> Iterator[Domain | tuple[str, str]]:
     Yields:
       Domain, or (id, error message) for a domain that cannot be read.
     """
-    root = resolve_data_root(cfg.data_root)
     limit = cfg.max_domains if cfg.max_domains > 0 else None
     if cfg.h5:
-        from foldnet.data.cache import H5Dataset
+        yield from _h5_domains(cfg, limit)
+    else:
+        yield from _pdb_domains(cfg, resolve_data_root(cfg.data_root), limit)
 
-        ds = H5Dataset(cfg.h5)
-        n = 0
-        for i in range(len(ds)):
-            if limit is not None and n >= limit:
-                return
-            if cfg.max_length > 0 and ds.lengths[i] > cfg.max_length:
-                continue
-            prot = ds.protein(i)
-            n += 1
-            yield Domain(prot.id, prot.replace(profile=None), prot.profile, f"{cfg.h5}:{prot.id}")
-        return
+
+def _h5_domains(cfg: EvaluateConfig, limit: Optional[int]) -> Iterator[Domain]:
+    """The chains of an HDF5 cache (``cfg.h5``), with their stored profiles."""
+    from foldnet.data.cache import H5Dataset
+
+    ds = H5Dataset(cfg.h5)
+    n = 0
+    for i in range(len(ds)):
+        if limit is not None and n >= limit:
+            return
+        if cfg.max_length > 0 and ds.lengths[i] > cfg.max_length:
+            continue
+        prot = ds.protein(i)
+        n += 1
+        yield Domain(prot.id, prot.replace(profile=None), prot.profile, f"{cfg.h5}:{prot.id}")
+
+
+def _pdb_domains(cfg: EvaluateConfig, root: Path, limit: Optional[int]) -> Iterator[Domain | tuple[str, str]]:
+    """The domains of a split file read from their PDB files, profiles from ProteinNet."""
     split_file = Path(cfg.split_file) if cfg.split_file else root / "promod3_structure_db" / "splits_recommended.tsv"
     pdb_dir = Path(cfg.pdb_dir) if cfg.pdb_dir else root / "promod3_structure_db" / "pdb_single_domain"
     if not split_file.is_file():
