@@ -12,8 +12,6 @@ $(BIN)/activate:
 
 install: $(BIN)/activate
 	$(BIN)/pip install -q -e ".[test]"
-	# TMscore reference program for metric verification (optional; tests skip without it)
-	-(command -v TMscore >/dev/null) || (command -v apt-get >/dev/null && (apt-get install -y -q tm-align >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q tm-align >/dev/null 2>&1))) || true
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q tests

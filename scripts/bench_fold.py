@@ -39,9 +39,9 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from foldnet.common import atomic, paths  # noqa: E402
 from foldnet.data.proteinnet import iter_proteinnet  # noqa: E402
-from foldnet.geometry import build_backbone, internal_coordinates, rmsd  # noqa: E402
+from foldnet.geometry import build_backbone, internal_coordinates  # noqa: E402
 from foldnet.structure import FoldConfig, fold, true_distributions  # noqa: E402
-from foldnet.structure._tmscore import tm_score  # noqa: E402
+from foldnet.metrics import rmsd, tm_score  # noqa: E402
 from foldnet.cli.runtime import use_all_cpu_cores  # noqa: E402
 from foldnet.structure.fold import restart_mesh  # noqa: E402
 

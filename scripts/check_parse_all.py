@@ -1,4 +1,4 @@
-"""Parse every PDB file of the data bundle with foldnet.data.structure and report failures.
+"""Parse every PDB file of the data bundle with foldnet.data.structure_parser and report failures.
 
 Checks, per ProMod3 file (promod3_structure_db/pdb_single_domain/*.pdb.gz): it
 parses, its sequence equals the chain's sequence in chains.tsv.gz, its residue
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from foldnet.common.paths import data_root as resolve_data_root  # noqa: E402
 from foldnet.data.errors import ParseError  # noqa: E402
-from foldnet.data.structure import read_structure  # noqa: E402
+from foldnet.data.structure_parser import read_structure  # noqa: E402
 
 
 def _chains_table(db: Path) -> dict[str, dict[str, str]]:

@@ -517,7 +517,7 @@ def _read(case: Case, path: Path, work: Path):
         _fasta_batch(items, work)
         return f"{len(items)} items"
     if fmt in ("pdb", "mmcif"):
-        from foldnet.data.structure import read_chains
+        from foldnet.data.structure_parser import read_chains
 
         chains = read_chains(path)
         for c in chains.values():

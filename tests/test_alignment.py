@@ -8,7 +8,7 @@ import pytest
 from foldnet.common import residue_constants as rc
 from foldnet.data.alignment import msa_to_int, msa_to_profile, read_a3m, read_aln, sequence_weights
 from foldnet.data.errors import ParseError
-from foldnet.data.structure import read_structure
+from foldnet.data.structure_parser import read_structure
 
 R = rc.RESTYPE_ORDER
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -10,7 +9,8 @@ import pytest
 
 from foldnet.common import residue_constants as rc
 from foldnet.metrics.contacts import contact_probabilities
-from foldnet.train.baselines import Prior, PriorBuilder, evaluate_baselines, fit_priors
+from foldnet.model.prior import Prior, PriorBuilder, fit_priors
+from foldnet.train.baselines import evaluate_baselines
 from foldnet.train.validate import (
     MetricAccumulator,
     ValConfig,
@@ -18,23 +18,12 @@ from foldnet.train.validate import (
     validation_batches,
 )
 
-
-def _small_h5(path, source, n):
-    from foldnet.data.cache import write_h5
-    from foldnet.data.featurize import featurize
-    from foldnet.data.proteinnet import iter_proteinnet
-
-    chains = [featurize(p, source_id=f"{source.name}:{i}") for i, p in
-              enumerate(itertools.islice(iter_proteinnet(source), n))]
-    return write_h5(path, chains, split=path.stem, source=str(source))
+from dataset_fixtures import train_val_h5
 
 
 @pytest.fixture(scope="module")
-def small_splits(tmp_path_factory, data_root):
-    d = tmp_path_factory.mktemp("baseline_h5")
-    train = _small_h5(d / "train.h5", data_root / "proteinnet" / "training.gz", 24)
-    val = _small_h5(d / "val.h5", data_root / "proteinnet" / "validation.gz", 6)
-    return train, val
+def small_splits(tmp_path_factory, testdata):
+    return train_val_h5(testdata, tmp_path_factory.mktemp("baseline_h5"), 24, 6)
 
 
 def test_separation_prior_counts_by_hand():

@@ -15,9 +15,9 @@ from foldnet.data.proteinnet import iter_proteinnet
 
 
 @pytest.fixture(scope="module")
-def chains(data_root):
+def chains(testdata):
     out = []
-    for p in iter_proteinnet(data_root / "proteinnet" / "testing.gz"):
+    for p in iter_proteinnet(testdata / "proteinnet" / "testing.gz"):
         out.append(featurize(p, source_id="testing.gz:" + p.id, cath="1.10.8.10" if len(out) % 2 else ""))
         if len(out) == 12:
             break

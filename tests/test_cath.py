@@ -14,7 +14,7 @@ from foldnet.data.cath import (
     select_domain,
 )
 from foldnet.data.errors import ParseError
-from foldnet.data.structure import read_structure
+from foldnet.data.structure_parser import read_structure
 
 
 def test_parse_domain_id():

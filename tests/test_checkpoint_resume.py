@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 
 import jax
@@ -15,9 +14,11 @@ from omegaconf import OmegaConf
 from foldnet.model.config import PRESETS
 from foldnet.train.checkpoint import CheckpointConfig, Checkpointer, tree_equal
 from foldnet.train.config import train_schema
-from foldnet.train.logging import read_jsonl
+from foldnet.train.run_log import read_jsonl
 from foldnet.train.loop import train
 from foldnet.train.state import TrainState
+
+from dataset_fixtures import train_val_h5
 
 
 def _state(step: int, scale: float = 1.0) -> TrainState:
@@ -81,16 +82,9 @@ def test_restore_round_trip_and_ignores_unfinished(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, data_root):
-    from foldnet.data.cache import write_h5
-    from foldnet.data.featurize import featurize
-    from foldnet.data.proteinnet import iter_proteinnet
-
+def tiny_data(tmp_path_factory, testdata):
     d = tmp_path_factory.mktemp("resume_data")
-    for split, src, n in (("train", "training.gz", 10), ("val", "validation.gz", 2)):
-        chains = [featurize(p, source_id=f"{src}:{i}")
-                  for i, p in enumerate(itertools.islice(iter_proteinnet(data_root / "proteinnet" / src), n))]
-        write_h5(d / f"{split}.h5", chains, split=split)
+    train_val_h5(testdata, d, 10, 2)
     return d
 
 

@@ -24,7 +24,7 @@ DOMAINS = ("4cj0B", "5gqoB")
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, data_root):
-    from foldnet.train.baselines import PriorBuilder
+    from foldnet.model.prior import PriorBuilder
 
     d = tmp_path_factory.mktemp("evaluate")
     make_tiny_run(d / "run")
@@ -86,7 +86,7 @@ def test_report_files_and_columns(workdir, first_run):
 
 
 def test_baselines_are_sane(workdir, data_root, first_run):
-    from foldnet.data.structure import read_structure
+    from foldnet.data.structure_parser import read_structure
 
     rows = {(r["id"], r["method"]): r for r in _rows(workdir)}
     for d in DOMAINS:

@@ -134,10 +134,10 @@ def previous_implementation(monkeypatch):
     return swap
 
 
-def test_base_network_outputs_and_gradients_unchanged(data_root, previous_implementation):
+def test_base_network_outputs_and_gradients_unchanged(testdata, previous_implementation):
     from model_fixtures import make_batch
 
-    batch = make_batch(data_root, 3, 40, seed=2)  # real crops: one padded, one without profile
+    batch = make_batch(testdata, 3, 40, seed=2)  # real crops: one padded, one without profile
     model = build_model(dataclasses.replace(PRESETS["base"], dtype="float32"))
     params = model.init(jax.random.PRNGKey(0), batch, train=False)["params"]
 

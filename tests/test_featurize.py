@@ -10,8 +10,8 @@ from foldnet.data.proteinnet import iter_proteinnet
 
 
 @pytest.fixture(scope="module")
-def proteinnet_chain(data_root):
-    return next(iter_proteinnet(data_root / "proteinnet" / "validation.gz"))
+def proteinnet_chain(testdata):
+    return next(iter_proteinnet(testdata / "proteinnet" / "validation.gz"))
 
 
 def _angle(a, b, c):
@@ -68,10 +68,10 @@ def test_torsions_match_hand_dihedral(proteinnet_chain):
     assert np.mean(np.abs(om) > np.radians(150)) > 0.95
 
 
-def test_real_cb_kept_and_glycine_virtual(data_root):
-    from foldnet.data.structure import read_structure
+def test_real_cb_kept_and_glycine_virtual(testdata):
+    from foldnet.data.structure_parser import read_structure
 
-    p = read_structure(data_root / "cath_tools_testdata" / "1c0pA01")
+    p = read_structure(testdata / "cath_tools_testdata" / "1c0pA01")
     f = featurize(p, source_id="1c0pA01")
     gly = np.nonzero(p.aatype == rc.RESTYPE_ORDER["G"])[0]
     real = np.nonzero(p.atom_mask[:, rc.CB_IDX] > 0)[0]

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from foldnet.common import geometry_np
 from foldnet.common import residue_constants as rc
 from foldnet.data.proteinnet import iter_proteinnet
-from foldnet.geometry import distance, rmsd
+from foldnet.geometry import distance
 from foldnet.structure import (
     FoldConfig,
     energy_terms,
@@ -24,7 +24,7 @@ from foldnet.structure import (
     true_distributions,
 )
 from foldnet.structure import potential as pot
-from foldnet.structure._tmscore import tm_score
+from foldnet.metrics import rmsd, tm_score
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "fold"
 FAST = FoldConfig(num_restarts=4, num_steps=200, learning_rate=0.15)
@@ -214,9 +214,9 @@ def test_confidence_hand_values():
 
 
 @pytest.fixture(scope="module")
-def native_chains(data_root):
+def native_chains(testdata):
     """The first two ProteinNet test chains of 50-64 residues (one folding compilation)."""
-    out = [p for p in iter_proteinnet(data_root / "proteinnet" / "testing.gz") if 50 <= len(p) <= 64]
+    out = [p for p in iter_proteinnet(testdata / "proteinnet" / "testing.gz") if 50 <= len(p) <= 64]
     return out[:2]
 
 

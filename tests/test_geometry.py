@@ -1,4 +1,5 @@
-"""foldnet.geometry: hand-computed dihedrals/angles, Kabsch (with reflection fix), invariances, gradients."""
+"""foldnet.geometry: hand-computed dihedrals/angles, invariances, gradients; Kabsch (with reflection fix,
+foldnet.metrics, the one implementation) on a real chain."""
 
 import math
 
@@ -13,18 +14,16 @@ from foldnet.geometry import (
     bond_angle,
     dihedral,
     distance,
-    kabsch,
     norm,
     pairwise_distances,
-    rmsd,
-    superpose,
     virtual_cb,
 )
+from foldnet.metrics import kabsch, rmsd, superpose
 
 
 @pytest.fixture(scope="module")
-def chain(data_root):
-    return next(p for p in iter_proteinnet(data_root / "proteinnet" / "validation.gz") if 60 <= len(p) <= 150)
+def chain(testdata):
+    return next(p for p in iter_proteinnet(testdata / "proteinnet" / "validation.gz") if 60 <= len(p) <= 150)
 
 
 def _rotation(axis, angle_deg):
@@ -85,7 +84,7 @@ def test_kabsch_recovers_rotation_and_translation(chain):
     assert float(rmsd(x, y)) < 1e-3
     assert float(jnp.linalg.det(r)) == pytest.approx(1.0, abs=1e-5)
     # Without superposition the RMSD is large.
-    assert float(rmsd(x, y, align=False)) > 5.0
+    assert float(np.sqrt(np.mean(np.sum((np.asarray(x) - np.asarray(y)) ** 2, -1)))) > 5.0
 
 
 def test_kabsch_reflection_fix(chain):
@@ -136,15 +135,12 @@ def test_gradients_finite_at_degenerate_input(chain):
     assert bool(jnp.all(jnp.isfinite(g)))
     g = jax.jit(jax.grad(lambda p: jnp.sum(pairwise_distances(p))))(jnp.asarray(chain.atom_positions[:20, 1]))
     assert bool(jnp.all(jnp.isfinite(g)))
-    x = jnp.asarray(chain.atom_positions[:30, 1])
-    g = jax.jit(jax.grad(lambda p: rmsd(p, x + 1.0)))(x + 0.1)
-    assert bool(jnp.all(jnp.isfinite(g)))
 
 
 def test_shape_checks():
     with pytest.raises(ValueError, match="expected shape"):
         dihedral(jnp.zeros(2), jnp.zeros(3), jnp.zeros(3), jnp.zeros(3))
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match=r"two \[N, 3\] arrays"):
         kabsch(jnp.zeros((5, 3)), jnp.zeros((4, 3)))
     with pytest.raises(ValueError, match="mask"):
         rmsd(jnp.zeros((5, 3)), jnp.zeros((5, 3)), jnp.ones(4))

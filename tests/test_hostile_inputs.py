@@ -344,7 +344,7 @@ def test_inference_skips_a_damaged_best_step(tmp_path, caplog):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_checkpoint_resume import _state
 
-    from foldnet.inference.checkpoint_io import load_for_inference
+    from foldnet.inference.pretrained import load_for_inference
     from foldnet.model.config import PRESETS
     from foldnet.train.checkpoint import CheckpointConfig, Checkpointer
 

@@ -23,9 +23,9 @@ from foldnet.metrics import (
 
 
 @pytest.fixture(scope="module")
-def real_ca(data_root):
+def real_ca(testdata):
     """CA traces [L, 3] of the first three ProteinNet validation chains (64-268 residues)."""
-    proteins = itertools.islice(iter_proteinnet(data_root / "proteinnet" / "validation.gz"), 3)
+    proteins = itertools.islice(iter_proteinnet(testdata / "proteinnet" / "validation.gz"), 3)
     return [p.atom_positions[:, rc.CA_IDX].astype(np.float64) for p in proteins]
 
 

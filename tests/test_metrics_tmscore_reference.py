@@ -1,7 +1,7 @@
 """RMSD, TM-score, GDT_TS and GDT_HA agree with the TMscore program on real structures.
 
 The reference is Zhang & Skolnick's ``TMscore`` (Debian package ``tm-align``,
-installed by ``make install``). TMscore pairs residues by residue number, so
+installed by ``.ci/run``). TMscore pairs residues by residue number, so
 every pair here is written as two CA-only PDB files whose numbers encode a
 known correspondence:
 
@@ -28,16 +28,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require
 from foldnet.metrics import structure_scores
 
-TOL = 0.01
+TOL = 5e-4  # the README claim; measured worst over the 32 pairs: RMSD 4.7e-4, TM-score and GDT 5e-5
 METRICS = ("rmsd", "tm_score", "gdt_ts", "gdt_ha")
 
 
 def _tmscore_program() -> str:
     exe = shutil.which("TMscore")
-    if exe is None:
-        pytest.skip("TMscore program not found: install the Debian package tm-align (apt-get install tm-align)")
+    # skips locally, fails in CI (CI=true), where .ci/run installs it
+    require("the TMscore program", exe is not None,
+            "install the Debian package tm-align (apt-get install tm-align)")
     return exe
 
 

@@ -31,8 +31,8 @@ CROP = 24
 
 
 @pytest.fixture(scope="module")
-def batch(data_root):
-    return make_batch(data_root, 4, CROP, seed=1)
+def batch(testdata):
+    return make_batch(testdata, 4, CROP, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +112,9 @@ def test_heads_with_zero_weight_are_not_built(batch):
     assert set(out) == {"phi_logits", "psi_logits", "omega_logits"}
 
 
-def test_jnp_bins_equal_numpy_bins_on_real_chains(data_root):
+def test_jnp_bins_equal_numpy_bins_on_real_chains(testdata):
     dists, tors = [], []
-    for p in load_chains(str(data_root), 4):
+    for p in load_chains(str(testdata), 4):
         dists.append(geometry_np.cb_distance_map(p)[0].ravel())
         t, m = geometry_np.backbone_torsions(p)
         tors.append(np.where(m > 0, t, 0.0).astype(np.float32).ravel())
@@ -172,9 +172,9 @@ def test_loss_ignores_masked_targets_and_matches_hand_ce(eval_loss, tiny_params,
     assert batch["seq_mask"][1].sum() < CROP  # the hand-checked example does carry padding
 
 
-def test_padding_does_not_change_real_residue_outputs(apply_f32, tiny_params, data_root):
+def test_padding_does_not_change_real_residue_outputs(apply_f32, tiny_params, testdata):
     """The same crop padded to a larger size gives the same logits on its real residues."""
-    p = load_chains(str(data_root), 4)[2]
+    p = load_chains(str(testdata), 4)[2]
     # a: exactly the 18 real residues, no padding at all; b: the same residues padded.
     a = {k: v[None] for k, v in example_from_protein(p, 18, 5, 0, max_residues=18).items()}
     b = {k: v[None] for k, v in example_from_protein(p, CROP + 8, 5, 0, max_residues=18).items()}

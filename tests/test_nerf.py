@@ -21,17 +21,17 @@ from foldnet.geometry import (
     distance,
     internal_coordinates,
     place_atom,
-    rmsd,
     srf_point,
 )
+from foldnet.metrics import kabsch, rmsd
 
 
 @pytest.fixture(scope="module")
-def chains(data_root):
+def chains(testdata):
     """Two real chains: one short (40-120 residues), one long (>= 250 residues)."""
     short = None
     long_ = None
-    for p in iter_proteinnet(data_root / "proteinnet" / "validation.gz"):
+    for p in iter_proteinnet(testdata / "proteinnet" / "validation.gz"):
         if 40 <= len(p) <= 120 and short is None:
             short = p
         elif len(p) >= 250 and long_ is None:
@@ -129,8 +129,6 @@ def test_carbonyl_oxygen_matches_real_structures(data_root):
         x = np.asarray(r["coords"], np.float32)
         n, ca, c, o = (jnp.asarray(x[:, k]) for k in range(4))
         y, _, tors = _round_trip(jnp.asarray(x[:, :3]), "pnerf")
-        from foldnet.geometry import kabsch
-
         rot, t = kabsch(y[:, :3].reshape(-1, 3), jnp.stack([n, ca, c], 1).reshape(-1, 3))
         dev = np.linalg.norm(np.asarray(y[:, 3] @ rot.T + t) - x[:, 3], axis=1)[:-1]  # last psi undefined
         assert dev.mean() < 0.1, (r["name"], dev.mean())

@@ -26,8 +26,8 @@ def _sgd():
 
 
 @pytest.fixture(scope="module")
-def batch(data_root):
-    return make_batch(data_root, B, CROP, seed=7)
+def batch(testdata):
+    return make_batch(testdata, B, CROP, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +90,12 @@ def test_gradient_and_metrics_equal_single_device(mode, reference, batch):
     assert ev["loss"] == pytest.approx(ev_ref["loss"], rel=1e-5)
 
 
-def test_adamw_params_after_three_steps_equal_single_device(reference, data_root):
+def test_adamw_params_after_three_steps_equal_single_device(reference, testdata):
     """The real optimiser (AdamW + clipping) under shard_map vs one device, 3 steps."""
     model, init, *_ = reference
-    ref = single_device_reference(str(data_root), 3)
+    ref = single_device_reference(str(testdata), 3)
     model_cfg, optim_cfg = parallel_test_configs()
-    batches = parallel_test_batches(data_root, 3)
+    batches = parallel_test_batches(testdata, 3)
     _, opt, state = create_train_state(model_cfg, optim_cfg, 0, batches[0])
     pstep = parallelize_train_step(model, opt, ParallelConfig(mode="shard_map"), compiler_options=FAST_COMPILE)
     state = pstep.replicate(state)

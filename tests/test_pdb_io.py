@@ -12,9 +12,9 @@ from foldnet.data.proteinnet import iter_proteinnet
 
 
 @pytest.fixture(scope="module")
-def protein(data_root):
+def protein(testdata):
     """A real chain with virtual CB, numbering with a gap and insertion codes, graded B-factors."""
-    p = next(p for p in iter_proteinnet(data_root / "proteinnet" / "validation.gz") if "G" in p.sequence[:40])
+    p = next(p for p in iter_proteinnet(testdata / "proteinnet" / "validation.gz") if "G" in p.sequence[:40])
     p = geometry_np.with_virtual_cb(p.select(np.arange(40)))
     resnum = np.arange(1, 41, dtype=np.int32) + 10
     resnum[20:] += 5  # a numbering gap
@@ -108,7 +108,7 @@ def test_write_pdb_is_atomic_and_reparses(protein, tmp_path):
 
 
 def test_project_reader_round_trip(protein, tmp_path):
-    structure = pytest.importorskip("foldnet.data.structure")
+    structure = pytest.importorskip("foldnet.data.structure_parser")
     path = tmp_path / "model.pdb"
     pdb_io.write_pdb(protein, path)
     back = structure.read_structure(path, chain="B")

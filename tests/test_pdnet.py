@@ -16,7 +16,7 @@ from foldnet.data.pdnet import (
     read_pdnet_features,
     write_pdnet_distances,
 )
-from foldnet.data.structure import read_structure
+from foldnet.data.structure_parser import read_structure
 
 SEQ = "MKVLAGW"
 

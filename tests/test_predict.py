@@ -84,7 +84,7 @@ def test_valid_record_finishes_invalid_is_reported(workdir, single_run, query):
 
 
 def test_pdb_reparses_with_confidence_in_bfactors(workdir, single_run, query):
-    from foldnet.data.structure import read_structure
+    from foldnet.data.structure_parser import read_structure
 
     prot = read_structure(workdir / "single" / "16pkA.pdb")
     assert prot.sequence == query
@@ -155,7 +155,7 @@ def test_cli_without_checkpoint_uses_bundled_model_or_explains(workdir, tmp_path
     from pathlib import Path
 
     from foldnet.inference import pretrained
-    from foldnet.inference.checkpoint_io import load_for_inference
+    from foldnet.inference.pretrained import load_for_inference
 
     cfg, params = load_for_inference(None)  # the shipped default, checksum verified
     assert cfg.name and len(params) > 0
@@ -183,7 +183,8 @@ def test_failures_are_counted(single_run):
 
 
 def test_checkpoint_locations(workdir, tmp_path):
-    from foldnet.inference.checkpoint_io import load_for_inference, resolve_checkpoint
+    from foldnet.inference.checkpoint_io import resolve_checkpoint
+    from foldnet.inference.pretrained import load_for_inference
 
     run = workdir / "run"
     for loc in (run, run / "checkpoints", run / "checkpoints" / "1"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from foldnet.inference import pretrained
-from foldnet.inference.checkpoint_io import load_for_inference
+from foldnet.inference.pretrained import load_for_inference
 
 from inference_fixtures import make_tiny_run
 

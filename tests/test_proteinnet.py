@@ -10,12 +10,12 @@ from foldnet.data.errors import ParseError
 from foldnet.data.proteinnet import iter_proteinnet, read_proteinnet
 
 
-def test_original_sample_record(data_root):
+def test_original_sample_record(testdata):
     """text_sample: L=106, mask '----------++++++++----+++...'.
 
     N of residue 11 (0-based 10) is at (1756.2, 3056.4, 1033.) pm in [TERTIARY].
     """
-    (p,) = read_proteinnet(data_root / "proteinnet_sample/text_sample")
+    (p,) = read_proteinnet(testdata / "proteinnet_sample/text_sample")
     assert p.id == "TBM#T0366" and len(p) == 106
     assert p.sequence.startswith("TENLYFQSMGLRTVEMKKGP")
     observed = p.atom_mask[:, rc.CA_IDX]

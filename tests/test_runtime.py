@@ -33,7 +33,7 @@ def test_one_cpu_device_per_core_unless_set():
 def test_compilation_cache_off_values(value, monkeypatch):
     import jax
 
-    from foldnet.inference.predict import enable_compilation_cache
+    from foldnet.common.compilation_cache import enable_compilation_cache
 
     calls = []
     monkeypatch.setattr(jax.config, "update", lambda *a: calls.append(a))
@@ -44,7 +44,7 @@ def test_compilation_cache_off_values(value, monkeypatch):
 def test_compilation_cache_expands_home(tmp_path, monkeypatch):
     import jax
 
-    from foldnet.inference.predict import enable_compilation_cache
+    from foldnet.common.compilation_cache import enable_compilation_cache
 
     calls = []
     monkeypatch.setattr(jax.config, "update", lambda *a: calls.append(a))

@@ -1,7 +1,6 @@
 """CATH labels, splits by CATH group / split file, and the leakage report on real chains."""
 
 import gzip
-import time
 
 import pytest
 
@@ -95,10 +94,8 @@ def test_leakage_report_real(promod3):
         d.ids.append(name)
         d.sequences.append(seqs[name])
         d.cath.append(labels.get(name, ""))
-    t0 = time.perf_counter()
+    # its time (~3 s for the 8,471 chains; budget 30 s) is scripts/bench_split.py's job
     rep = S.leakage_report(inputs)
-    took = time.perf_counter() - t0
-    assert took < 30, took  # ~3 s for the 8,471 chains on a shared 2-core machine
     for pair, e in rep["pairs"].items():
         # The bundled split holds out topologies and 30 % clusters: nothing leaks.
         assert e["shared_topology"]["count"] == 0 and e["exact_duplicates"]["count"] == 0, pair

@@ -22,8 +22,8 @@ OPT = OptimConfig(learning_rate=3e-3, warmup_steps=2, total_steps=40, clip_norm=
 
 
 @pytest.fixture(scope="module")
-def batch(data_root):
-    return make_batch(data_root, 4, CROP, seed=3)
+def batch(testdata):
+    return make_batch(testdata, 4, CROP, seed=3)
 
 
 @pytest.fixture(scope="module")

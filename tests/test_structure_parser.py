@@ -13,7 +13,7 @@ from Bio.PDB import MMCIFIO, PDBParser
 from foldnet.common import residue_constants as rc
 from foldnet.data.errors import ParseError
 from foldnet.data.proteinnet import iter_proteinnet
-from foldnet.data.structure import read_chains, read_structure
+from foldnet.data.structure_parser import read_chains, read_structure
 
 
 def _small_sets(root: Path) -> list[Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import jax
@@ -20,6 +19,8 @@ from foldnet.train.config import TrainConfig, register_configs, to_train_config,
 from foldnet.train.optim import OptimConfig, make_optimizer
 from foldnet.train.parallel import ParallelConfig, parallelize_train_step
 
+from dataset_fixtures import train_val_h5
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 GROUPS = ("data", "model", "optim", "parallel", "experiment", "debug")
 
@@ -35,16 +36,9 @@ def _compose(overrides: list[str]):
 
 
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory, data_root):
-    from foldnet.data.cache import write_h5
-    from foldnet.data.featurize import featurize
-    from foldnet.data.proteinnet import iter_proteinnet
-
+def small_data(tmp_path_factory, testdata):
     d = tmp_path_factory.mktemp("cfg_data")
-    for split, src, n in (("train", "training.gz", 12), ("val", "validation.gz", 4)):
-        chains = [featurize(p, source_id=f"{src}:{i}")
-                  for i, p in enumerate(itertools.islice(iter_proteinnet(data_root / "proteinnet" / src), n))]
-        write_h5(d / f"{split}.h5", chains, split=split)
+    train_val_h5(testdata, d, 12, 4)
     return d
 
 

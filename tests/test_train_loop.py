@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from foldnet.data.loader import CropLoader
 from foldnet.train.config import register_configs, to_train_config
-from foldnet.train.logging import read_jsonl
+from foldnet.train.run_log import read_jsonl
 from foldnet.train.loop import NonFiniteLossError, train
 
 REPO = Path(__file__).resolve().parent.parent

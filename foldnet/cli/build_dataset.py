@@ -10,18 +10,18 @@ Examples::
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, open_dict
 
+from foldnet.common.paths import config_dir
 from foldnet.cli.common import quiet_logs, user_errors
 from foldnet.common.paths import data_root
 
 from foldnet.data.config import data_config, register_configs
 
 register_configs()
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+CONFIG_DIR = config_dir()
 
 
 def run(cfg: DictConfig) -> dict:

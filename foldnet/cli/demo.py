@@ -12,11 +12,12 @@ from pathlib import Path
 
 import hydra
 from hydra import compose
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from foldnet.cli.runtime import use_all_cpu_cores
+from foldnet.common.paths import config_dir
 
-_CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
+_CONFIGS = config_dir()
 
 
 def _compose(name: str, overrides: list[str]) -> DictConfig:

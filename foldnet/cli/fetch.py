@@ -8,17 +8,16 @@ failure and its reason), 2 for a bad option or ID.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from foldnet.common.paths import config_dir
 from foldnet.cli.common import quiet_logs, user_errors
 from foldnet.data.errors import ParseError
 from foldnet.data.sources import FetchConfig, run_fetch
 
-# An absolute path: hydra resolves a relative one against the *module* when run with -m.
-_CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
+_CONFIGS = config_dir()
 
 
 def run(cfg: DictConfig) -> int:

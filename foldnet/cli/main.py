@@ -48,12 +48,12 @@ CONFIG_NAMES = {"fetch": "fetch", "build-dataset": "build_dataset", "train": "tr
 def precheck_overrides(cmd: str, config_name: str, overrides: list[str]) -> None:
     """Compose the command's config once before hydra runs it, so an unknown key or a value of the
     wrong type ends in one line naming the key (hydra prints several, and exits 1)."""
-    from pathlib import Path
-
     from hydra import compose, initialize_config_dir
     from omegaconf.errors import OmegaConfBaseException
 
-    configs = str(Path(__file__).resolve().parents[2] / "configs")
+    from foldnet.common.paths import config_dir
+
+    configs = config_dir()
     user = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         with initialize_config_dir(config_dir=configs, version_base="1.3"):

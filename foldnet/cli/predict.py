@@ -8,18 +8,17 @@ checkpoint or option.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from foldnet.common.paths import config_dir
 from foldnet.cli.common import quiet_logs, user_errors
 from foldnet.cli.runtime import use_all_cpu_cores
 from foldnet.inference.config import register_configs, to_config
 from foldnet.inference.predict import PredictConfig, predict
 
-# An absolute path: hydra resolves a relative one against the *module* when run with -m.
-_CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
+_CONFIGS = config_dir()
 
 register_configs()
 

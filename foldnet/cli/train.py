@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from foldnet.common.paths import config_dir
 from foldnet.cli.common import quiet_logs, user_errors
 from foldnet.train.config import register_configs
 
-# An absolute path: hydra resolves a relative one against the *module* when run with -m.
-_CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
+_CONFIGS = config_dir()
 
 register_configs()
 

@@ -23,6 +23,22 @@ def data_root(explicit: Optional[str | os.PathLike] = None) -> Path:
     return Path.cwd() / "data"
 
 
+def config_dir() -> str:
+    """Absolute path of the hydra config tree (``configs/``).
+
+    An installed wheel carries it inside the package as ``foldnet/configs``
+    (pyproject maps the top-level ``configs/`` there); a source checkout or an
+    editable install reads the top-level ``configs/`` next to ``foldnet/``.
+    Absolute, because hydra resolves a relative ``config_path`` against the
+    calling module.
+    """
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "configs"
+    if (installed / "train.yaml").is_file():
+        return str(installed)
+    return str(package.parent / "configs")
+
+
 # ----------------------------------------------------------------------------- output names
 #
 # Record IDs (FASTA headers, ProteinNet [ID]s, a3m names, CATH list entries), archive member

@@ -36,8 +36,6 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
-import numpy as np
-
 from foldnet.common import atomic
 from foldnet.data import split as split_lib
 from foldnet.data.cache import FORMAT_VERSION, residue_constants_fingerprint, write_h5
@@ -192,7 +190,7 @@ def _proteinnet_shards(path: str, tmp_dir: Path, records_per_shard: int) -> Iter
 
 def _pdb_task(args: tuple[dict, dict]) -> list[tuple]:
     """Parse + featurise one structure file (optionally one chain / one CATH domain)."""
-    from foldnet.data.structure import default_id, read_structure
+    from foldnet.data.structure_parser import default_id, read_structure
 
     row, cfg_dict = args
     cfg = _cfg_from_dict(cfg_dict)
@@ -278,7 +276,7 @@ def _pdb_rows(cfg: BuildConfig) -> list[dict]:
         raise FileNotFoundError(f"pdb_dir.path {root}: no such directory or list file")
     if cfg.pdb_dir.domain_list:
         from foldnet.data.cath import read_domain_list
-        from foldnet.data.structure import default_id
+        from foldnet.data.structure_parser import default_id
 
         labels = {d.domain_id: d.cath for d in read_domain_list(cfg.pdb_dir.domain_list)}
         for r in rows:

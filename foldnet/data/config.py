@@ -102,7 +102,6 @@ class DataConfig:
     dir: str = MISSING
     train: Optional[str] = None
     val: Optional[str] = None
-    test: Optional[str] = None
     crop_size: int = 64
     # Global batch size (foldnet train gives each process batch_size / process_count).
     batch_size: int = 8

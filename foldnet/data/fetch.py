@@ -54,12 +54,34 @@ import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from foldnet.common import atomic
 
 PathLike = Union[str, os.PathLike]
 Validator = Callable[[Path], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkPolicy:
+    """How hard a download tries: the one set of network options every fetch passes through.
+
+    Attributes:
+      retries: how many times a transient failure is retried (``retries + 1`` attempts at most).
+      backoff: seconds before the first retry; doubled for each further retry.
+      timeout: socket timeout in seconds for connecting and for each read.
+      progress: show a tqdm progress bar (for large archives).
+    """
+
+    retries: int = 3
+    backoff: float = 0.5
+    timeout: float = 30.0
+    progress: bool = False
+
+    @classmethod
+    def of(cls, policy: Optional["NetworkPolicy"] = None, **fields: Any) -> "NetworkPolicy":
+        """``policy`` (default: the defaults) with the given fields replaced (``retries=0``...)."""
+        return dataclasses.replace(policy or cls(), **fields)
 
 log = logging.getLogger(__name__)
 
@@ -312,13 +334,11 @@ def download_with_info(
     *,
     sha256: Optional[str] = None,
     md5: Optional[str] = None,
-    retries: int = 3,
-    backoff: float = 0.5,
-    timeout: float = 30.0,
     resume: bool = True,
     gunzip: bool = False,
     validate: Optional[Validator] = None,
-    progress: bool = False,
+    policy: Optional[NetworkPolicy] = None,
+    **policy_fields: Any,
 ) -> DownloadInfo:
     """Download ``url`` to ``dest`` (see the module docstring for the policy) and say how.
 
@@ -327,15 +347,13 @@ def download_with_info(
       dest: final path; its parent is created when the first bytes arrive.
       sha256: expected SHA-256 hex digest of the payload (the downloaded bytes), if known.
       md5: expected MD5 hex digest of the payload, if known (CATH and PDB mirrors publish MD5s).
-      retries: how many times a transient failure is retried (``retries + 1`` attempts at most).
-      backoff: seconds before the first retry; doubled for each further retry.
-      timeout: socket timeout in seconds for connecting and for each read.
+      policy: retries, backoff, timeout, progress (``NetworkPolicy``; default: its defaults).
+      policy_fields: single ``NetworkPolicy`` fields replaced for this call (``retries=0``).
       resume: continue a ``.part`` file with a range request instead of starting over.
       gunzip: the payload is gzip; store it decompressed at ``dest``. Checksums refer to the
         compressed payload, so an existing decompressed ``dest`` is trusted as is.
       validate: called with the complete (still compressed) ``.part`` path; a ValueError means the
         payload is wrong (e.g. an HTML error page), which fails without retrying.
-      progress: show a tqdm progress bar (for large archives).
     Returns:
       DownloadInfo with the path of the verified file.
     Raises:
@@ -345,6 +363,8 @@ def download_with_info(
       DownloadError: any other failure, after ``retries`` retries where retrying makes sense.
     """
     dest = Path(dest)
+    net = NetworkPolicy.of(policy, **policy_fields)
+    retries, backoff, timeout, progress = net.retries, net.backoff, net.timeout, net.progress
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     if dest.exists():
@@ -443,20 +463,7 @@ def download_with_info(
     raise DownloadError(url, f"failed after {attempts} attempts; last error: {last_error}{keep_note}")
 
 
-def download(
-    url: str,
-    dest: PathLike,
-    *,
-    sha256: Optional[str] = None,
-    md5: Optional[str] = None,
-    retries: int = 3,
-    backoff: float = 0.5,
-    timeout: float = 30.0,
-    resume: bool = True,
-    gunzip: bool = False,
-    validate: Optional[Validator] = None,
-    progress: bool = False,
-) -> Path:
+def download(url: str, dest: PathLike, **options: Any) -> Path:
     """Download ``url`` to ``dest`` unless it is already there; return the verified path.
 
     Same arguments and errors as :func:`download_with_info`.
@@ -464,6 +471,4 @@ def download(
     Example:
       >>> download("https://files.rcsb.org/download/1CRN.pdb.gz", "data/downloads/pdb/1crn.pdb.gz")
     """
-    return download_with_info(url, dest, sha256=sha256, md5=md5, retries=retries, backoff=backoff,
-                              timeout=timeout, resume=resume, gunzip=gunzip, validate=validate,
-                              progress=progress).path
+    return download_with_info(url, dest, **options).path

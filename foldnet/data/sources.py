@@ -48,12 +48,12 @@ import logging
 import threading
 import urllib.parse
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 from foldnet.common import atomic
 from foldnet.common.paths import NameAllocator, confined, data_root, safe_stem
 from foldnet.data.errors import ParseError
-from foldnet.data.fetch import DownloadError, OfflineError, download_with_info
+from foldnet.data.fetch import DownloadError, NetworkPolicy, OfflineError, download_with_info
 
 PathLike = Union[str, os.PathLike]
 log = logging.getLogger(__name__)
@@ -315,8 +315,7 @@ class _Job:
     md5: Optional[str] = None
 
 
-def _run_jobs(source: str, jobs: Sequence[_Job], *, retries: int, backoff: float, timeout: float,
-              workers: int, progress: bool = False) -> FetchReport:
+def _run_jobs(source: str, jobs: Sequence[_Job], *, policy: NetworkPolicy, workers: int) -> FetchReport:
     """Fetch every job with a thread pool (downloads wait on the network, not the CPU)."""
     offline = threading.Event()
 
@@ -324,9 +323,8 @@ def _run_jobs(source: str, jobs: Sequence[_Job], *, retries: int, backoff: float
         if offline.is_set():
             return FetchItem(job.key, job.url, None, "failed", "not attempted: the machine is offline")
         try:
-            info = download_with_info(job.url, job.dest, sha256=job.sha256, md5=job.md5, retries=retries,
-                                      backoff=backoff, timeout=timeout, gunzip=job.gunzip,
-                                      validate=job.validate, progress=progress)
+            info = download_with_info(job.url, job.dest, sha256=job.sha256, md5=job.md5, gunzip=job.gunzip,
+                                      validate=job.validate, policy=policy)
         except OfflineError as e:
             offline.set()
             return FetchItem(job.key, job.url, None, "failed", str(e))
@@ -396,10 +394,9 @@ def fetch_pdb(
     url_template: Optional[str] = None,
     cache_dir: Optional[PathLike] = None,
     gunzip: bool = False,
-    retries: int = 3,
-    backoff: float = 0.5,
-    timeout: float = 30.0,
     workers: int = 4,
+    policy: Optional[NetworkPolicy] = None,
+    **policy_fields: Any,
 ) -> FetchReport:
     """Fetch PDB entries as ``<cache>/pdb/<id>.pdb.gz`` or ``<cache>/mmcif/<id>.cif.gz``.
 
@@ -409,7 +406,8 @@ def fetch_pdb(
       mirror, base_url, url_template: where from (see :func:`pdb_url`).
       cache_dir: cache root (default ``<data_root>/downloads``).
       gunzip: store decompressed ``<id>.pdb`` / ``<id>.cif`` instead.
-      retries, backoff, timeout: passed to ``fetch.download``.
+      policy, policy_fields: retries / backoff / timeout (``fetch.NetworkPolicy``; single fields
+        as keywords, e.g. ``retries=0``), passed to ``fetch.download``.
       workers: parallel downloads.
     Returns:
       FetchReport keyed by lowercase entry ID.
@@ -427,7 +425,7 @@ def fetch_pdb(
         url = pdb_url(pid, fmt, mirror=mirror, base_url=base_url, url_template=url_template)
         dest = root / (f"{pid}{ext}" if gunzip else f"{pid}{ext}.gz")
         jobs.append(_Job(pid, url, dest, check, gunzip))
-    return _run_jobs(f"pdb ({fmt})", jobs, retries=retries, backoff=backoff, timeout=timeout, workers=workers)
+    return _run_jobs(f"pdb ({fmt})", jobs, policy=NetworkPolicy.of(policy, **policy_fields), workers=workers)
 
 
 # ----------------------------------------------------------------------------- CATH
@@ -458,17 +456,16 @@ def fetch_cath_domain(
     base_url: Optional[str] = None,
     url_template: Optional[str] = None,
     cache_dir: Optional[PathLike] = None,
-    retries: int = 3,
-    backoff: float = 0.5,
-    timeout: float = 30.0,
     workers: int = 4,
+    policy: Optional[NetworkPolicy] = None,
+    **policy_fields: Any,
 ) -> FetchReport:
     """Fetch CATH domain PDB files as ``<cache>/cath/<version>/domains/<domain>.pdb``.
 
     Args:
       domain_ids: CATH domain IDs (e.g. the first column of a CLF list).
       version, base_url, url_template: where from (see :func:`cath_domain_url`).
-      cache_dir, retries, backoff, timeout, workers: as in :func:`fetch_pdb`.
+      cache_dir, workers, policy, policy_fields: as in :func:`fetch_pdb`.
     Returns:
       FetchReport keyed by domain ID.
     """
@@ -479,7 +476,7 @@ def fetch_cath_domain(
     for dom in dict.fromkeys(normalize_cath_domain(d) for d in domain_ids):
         url = cath_domain_url(dom, version=version, base_url=base_url, url_template=url_template)
         jobs.append(_Job(dom, url, root / f"{names.stem(dom)}.pdb", check_pdb_file))
-    return _run_jobs("cath domains", jobs, retries=retries, backoff=backoff, timeout=timeout, workers=workers)
+    return _run_jobs("cath domains", jobs, policy=NetworkPolicy.of(policy, **policy_fields), workers=workers)
 
 
 def cath_file_url(name: str, *, version: str = CATH_DEFAULT_VERSION, base_url: Optional[str] = None) -> str:
@@ -521,10 +518,8 @@ def fetch_cath_list(
     cache_dir: Optional[PathLike] = None,
     md5: Optional[str] = None,
     sha256: Optional[str] = None,
-    retries: int = 3,
-    backoff: float = 0.5,
-    timeout: float = 30.0,
-    progress: bool = False,
+    policy: Optional[NetworkPolicy] = None,
+    **policy_fields: Any,
 ) -> FetchReport:
     """Fetch one CATH release file into ``<cache>/cath/<version>/<file name>``.
 
@@ -532,8 +527,8 @@ def fetch_cath_list(
       name, version, base_url: which file (see :func:`cath_file_url`).
       cache_dir: cache root (default ``<data_root>/downloads``).
       md5, sha256: expected checksum, if known.
-      retries, backoff, timeout: passed to ``fetch.download``.
-      progress: show a progress bar.
+      policy, policy_fields: retries / backoff / timeout / progress (``fetch.NetworkPolicy``;
+        single fields as keywords, e.g. ``retries=0``), passed to ``fetch.download``.
     Returns:
       FetchReport with one item keyed by ``name``.
     """
@@ -541,8 +536,7 @@ def fetch_cath_list(
     dest = default_cache_dir(cache_dir) / "cath" / normalize_cath_version(version) / url.rsplit("/", 1)[-1]
     check = None if dest.name.endswith(".tgz") else check_text_list
     job = _Job(name, url, dest, check, False, sha256, md5)
-    return _run_jobs("cath list", [job], retries=retries, backoff=backoff, timeout=timeout, workers=1,
-                     progress=progress)
+    return _run_jobs("cath list", [job], policy=NetworkPolicy.of(policy, **policy_fields), workers=1)
 
 
 def fetch_cath_nonredundant(
@@ -554,10 +548,8 @@ def fetch_cath_nonredundant(
     extract: bool = True,
     md5: Optional[str] = None,
     sha256: Optional[str] = None,
-    retries: int = 3,
-    backoff: float = 0.5,
-    timeout: float = 30.0,
-    progress: bool = False,
+    policy: Optional[NetworkPolicy] = None,
+    **policy_fields: Any,
 ) -> FetchReport:
     """Fetch (and extract) a CATH non-redundant domain archive, e.g. ``cath-dataset-nonredundant-S40.pdb.tgz``.
 
@@ -570,8 +562,7 @@ def fetch_cath_nonredundant(
       FetchReport with the archive item and, when extracted, an item for the folder.
     """
     report = fetch_cath_list(f"nonredundant-{subset}.pdb.tgz", version=version, base_url=base_url,
-                             cache_dir=cache_dir, md5=md5, sha256=sha256, retries=retries, backoff=backoff,
-                             timeout=timeout, progress=progress)
+                             cache_dir=cache_dir, md5=md5, sha256=sha256, policy=policy, **policy_fields)
     report.source = f"cath nonredundant {subset}"
     if extract:
         _extract_items(report, lambda archive: archive.parent / f"nonredundant-{subset}")
@@ -589,10 +580,8 @@ def fetch_pdnet(
     extract: bool = True,
     md5: Optional[str] = None,
     sha256: Optional[str] = None,
-    retries: int = 3,
-    backoff: float = 0.5,
-    timeout: float = 30.0,
-    progress: bool = False,
+    policy: Optional[NetworkPolicy] = None,
+    **policy_fields: Any,
 ) -> FetchReport:
     """Fetch the PDNet dataset archive(s) into ``<cache>/pdnet/`` and optionally unpack them.
 
@@ -617,8 +606,7 @@ def fetch_pdnet(
         log.warning("pdnet: %s is plain http and publishes no checksum; the archive's pickles are read "
                     "with a data-only unpickler, but pass sha256=... if you know the archive's digest", base)
     jobs = [_Job(f, f"{base}/{f}", confined(root, f), None, False, sha256, md5) for f in files]
-    report = _run_jobs("pdnet", jobs, retries=retries, backoff=backoff, timeout=timeout, workers=1,
-                       progress=progress)
+    report = _run_jobs("pdnet", jobs, policy=NetworkPolicy.of(policy, **policy_fields), workers=1)
     if extract:
         _extract_items(report, lambda archive: archive.parent / _archive_stem(archive.name))
     return report
@@ -685,14 +673,14 @@ def _extract_items(report: FetchReport, target) -> None:
 
 
 def fetch_url(url: str, *, dest: Optional[PathLike] = None, cache_dir: Optional[PathLike] = None,
-              md5: Optional[str] = None, sha256: Optional[str] = None, retries: int = 3,
-              backoff: float = 0.5, timeout: float = 30.0, progress: bool = False) -> FetchReport:
+              md5: Optional[str] = None, sha256: Optional[str] = None,
+              policy: Optional[NetworkPolicy] = None, **policy_fields: Any) -> FetchReport:
     """Fetch any URL into ``dest`` (default ``<cache>/url/<file name>``), with the same guarantees."""
     name = urllib.parse.unquote(urllib.parse.urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]) or "download"
     # The server names the file: ``..``, ``%2F`` or a control character must not pick the path.
     dest = Path(dest) if dest else confined(default_cache_dir(cache_dir) / "url", safe_stem(name, "file name"))
     job = _Job(name, url, dest, None, False, sha256, md5)
-    return _run_jobs("url", [job], retries=retries, backoff=backoff, timeout=timeout, workers=1, progress=progress)
+    return _run_jobs("url", [job], policy=NetworkPolicy.of(policy, **policy_fields), workers=1)
 
 
 # ----------------------------------------------------------------------------- config-driven entry
@@ -775,8 +763,9 @@ def run_fetch(cfg: FetchConfig) -> FetchReport:
       ParseError: malformed ID in ``ids_file``.
     """
     cache = Path(cfg.cache_dir) if cfg.cache_dir else data_root(cfg.data_root) / "downloads"
-    net = dict(retries=cfg.retries, backoff=cfg.backoff, timeout=cfg.timeout)
-    single = dict(md5=cfg.md5, sha256=cfg.sha256, progress=cfg.progress, **net)
+    policy = NetworkPolicy(retries=cfg.retries, backoff=cfg.backoff, timeout=cfg.timeout)
+    net = dict(policy=policy)
+    single = dict(md5=cfg.md5, sha256=cfg.sha256, policy=NetworkPolicy.of(policy, progress=cfg.progress))
     if cfg.source == "pdb":
         ids = collect_ids(cfg.ids, cfg.ids_file, normalize_pdb_id)
         report = fetch_pdb(ids, cfg.format, mirror=cfg.mirror, base_url=cfg.base_url,

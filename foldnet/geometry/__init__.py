@@ -1,4 +1,5 @@
-"""Differentiable geometry in pure jnp (f32): vectors, dihedrals, Kabsch, NeRF.
+"""Differentiable geometry in pure jnp (f32): vectors, dihedrals, NeRF (superposition and
+RMSD are numpy metrics: ``foldnet.metrics``).
 
 Example:
   >>> import jax.numpy as jnp
@@ -8,7 +9,6 @@ Example:
 """
 
 from foldnet.geometry.dihedral import bond_angle, dihedral
-from foldnet.geometry.kabsch import kabsch, rmsd, superpose
 from foldnet.geometry.nerf import (
     build_backbone,
     chain_fragments,
@@ -31,13 +31,10 @@ __all__ = [
     "ideal_bond_angles",
     "ideal_bond_lengths",
     "internal_coordinates",
-    "kabsch",
     "norm",
     "normalize",
     "pairwise_distances",
     "place_atom",
-    "rmsd",
     "srf_point",
-    "superpose",
     "virtual_cb",
 ]

@@ -44,6 +44,11 @@ from foldnet.common import residue_constants as rc
 from foldnet.geometry.dihedral import bond_angle, dihedral
 from foldnet.geometry.vectors import check_last_dim, norm, normalize, virtual_cb
 
+# 3D rotations in full f32: TPU/GPU matmuls and einsums default to bf16 passes, and NeRF chains
+# hundreds of them, so the error would accumulate along the chain (alphafold's r3.py writes such
+# products out for the same reason). On CPU the default already is f32: results there are unchanged.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
 METHODS = ("pnerf", "scan")
 
 # A reference triple whose NeRF frame is the identity with origin 0:
@@ -152,7 +157,7 @@ def _extend_scan(points: jnp.ndarray, init: jnp.ndarray) -> jnp.ndarray:
     def step(carry, d2):
         a, b, c = carry
         m, origin = frame(a, b, c)
-        d = origin + m @ d2
+        d = origin + jnp.matmul(m, d2, precision=_HIGHEST)
         return (b, c, d), d
 
     _, xs = lax.scan(step, (init[0], init[1], init[2]), points)
@@ -175,7 +180,8 @@ def _compose(first, second):
     """Rigid transforms (R, t) batched on axis 0: apply ``second`` then ``first``."""
     r1, t1 = first
     r2, t2 = second
-    return jnp.einsum("...ij,...jk->...ik", r1, r2), jnp.einsum("...ij,...j->...i", r1, t2) + t1
+    r = jnp.einsum("...ij,...jk->...ik", r1, r2, precision=_HIGHEST)
+    return r, jnp.einsum("...ij,...j->...i", r1, t2, precision=_HIGHEST) + t1
 
 
 def chain_fragments(points: jnp.ndarray, fragment_size: Optional[int] = None) -> jnp.ndarray:
@@ -213,7 +219,7 @@ def chain_fragments(points: jnp.ndarray, fragment_size: Optional[int] = None) ->
     eye = jnp.eye(3, dtype=jnp.float32)[None]
     r_all = jnp.concatenate([eye, r_cum])
     t_all = jnp.concatenate([jnp.zeros((1, 3), jnp.float32), t_cum])
-    placed = jnp.einsum("fij,fsj->fsi", r_all, local) + t_all[:, None, :]
+    placed = jnp.einsum("fij,fsj->fsi", r_all, local, precision=_HIGHEST) + t_all[:, None, :]
     return placed.reshape(-1, 3)[:k]
 
 

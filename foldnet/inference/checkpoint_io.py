@@ -1,4 +1,8 @@
-"""Load a trained network for inference: (ModelConfig, params) from a run or checkpoint.
+"""Read a training run's checkpoint for inference: step folder, model config, params.
+
+``foldnet.inference.pretrained.load_for_inference`` is the entry point (it also knows the
+shipped models); this module knows only what ``foldnet train`` writes and imports nothing
+of the inference package.
 
 Accepted locations (what ``foldnet train`` writes, see ``foldnet.train.checkpoint``):
 
@@ -137,32 +141,19 @@ def restore_params(root: Path, step: int) -> Any:
     return jax.tree.map(np.asarray, state["params"])
 
 
-def load_for_inference(checkpoint: Optional[PathLike], step: Optional[int] = None):
-    """(ModelConfig, params) of a trained network.
+def load_run(checkpoint: PathLike, step: Optional[int] = None):
+    """(ModelConfig, params) of a ``foldnet train`` run (``pretrained.load_for_inference`` is the
+    entry point that also knows the shipped models).
 
     Args:
-      checkpoint: run directory, checkpoint root or step directory; None for the
-        bundled default model, ``pretrained:<name>`` for another shipped one.
-      step: a specific step (None: best kept by validation metric, else latest).
-
-    Returns:
-      (ModelConfig, params pytree).
+      checkpoint: run directory, checkpoint root or step directory.
+      step: a specific step (None: best kept by validation metric, else latest; a damaged
+        step is then skipped with a warning).
 
     Raises:
-      ValueError: if no checkpoint was given (there is no bundled pretrained model yet).
       FileNotFoundError: if the location holds no checkpoint or config.
+      ValueError: if no step (or the one asked for) can be restored.
     """
-    from foldnet.inference import pretrained
-
-    if checkpoint in (None, "", "null"):
-        if pretrained.DEFAULT_MODEL not in pretrained.available():
-            raise ValueError(
-                "no checkpoint given and no bundled pretrained model found: pass the run "
-                "directory of a `foldnet train` run, e.g. `checkpoint=runs/my_run`"
-            )
-        return pretrained.load_pretrained(pretrained.DEFAULT_MODEL)
-    if str(checkpoint).startswith("pretrained:"):
-        return pretrained.load_pretrained(str(checkpoint).split(":", 1)[1])
     root, chosen, run_dir = resolve_checkpoint(checkpoint, step)
     model_cfg = load_model_config(find_run_config(run_dir, root))
     if step is not None or _is_step_dir(Path(checkpoint).expanduser().absolute()):

@@ -5,7 +5,7 @@
 ``evaluate_schema``; ``configs/predict.yaml`` and ``configs/evaluate.yaml`` list
 them first in their defaults, so every key and override is type-checked at
 compose time (``fold.num_steps=abc`` fails before anything runs). The frozen
-dataclasses become read-only OmegaConf nodes; ``foldnet.train.config._unfrozen``
+dataclasses become read-only OmegaConf nodes; ``foldnet.common.config.writable_schema``
 clears that so overrides still apply.
 """
 
@@ -13,18 +13,13 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from foldnet.common.config import writable_schema
 from foldnet.inference.evaluate import EvaluateConfig
 from foldnet.inference.predict import PredictConfig
 
 T = TypeVar("T")
-
-
-def _schema(cls) -> DictConfig:
-    from foldnet.train.config import _unfrozen
-
-    return _unfrozen(OmegaConf.structured(cls))
 
 
 def register_configs() -> None:
@@ -32,8 +27,8 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="predict_schema", node=_schema(PredictConfig))
-    cs.store(name="evaluate_schema", node=_schema(EvaluateConfig))
+    cs.store(name="predict_schema", node=writable_schema(PredictConfig))
+    cs.store(name="evaluate_schema", node=writable_schema(EvaluateConfig))
 
 
 def to_config(cfg: Any, cls: type[T]) -> T:
@@ -48,7 +43,7 @@ def to_config(cfg: Any, cls: type[T]) -> T:
     """
     if isinstance(cfg, cls):
         return cfg
-    node = OmegaConf.merge(_schema(cls), cfg)
+    node = OmegaConf.merge(writable_schema(cls), cfg)
     obj = OmegaConf.to_object(node)
     assert isinstance(obj, cls)
     return obj

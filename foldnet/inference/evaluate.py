@@ -17,7 +17,7 @@ Methods scored on the same domains (one row per domain and method):
   ``proteinnet/testing.gz`` has one (promod3 ``16pkA`` <-> ProteinNet
   ``16pk_1_A``; the sequences must match) or the HDF5 chain carries one;
 * ``prior``: the sequence-separation prior distogram and the residue-type mean
-  torsions of ``foldnet.train.baselines`` (a baseline the network must beat);
+  torsions of ``foldnet.model.prior`` (a baseline the network must beat);
 * ``true_distogram``: the native distogram and torsions smoothed into the
   model's bins (``foldnet.structure.oracle``) -- the ceiling folding can reach.
 
@@ -47,6 +47,7 @@ import numpy as np
 
 from foldnet.common import atomic, geometry_np
 from foldnet.common import residue_constants as rc
+from foldnet.common.compilation_cache import enable_compilation_cache
 from foldnet.common.paths import data_root as resolve_data_root
 from foldnet.common.paths import safe_stem
 from foldnet.common.protein import Protein
@@ -54,7 +55,6 @@ from foldnet.data.errors import ParseError
 from foldnet.inference import report
 from foldnet.inference.predict import (
     check_fold_reference,
-    enable_compilation_cache,
     fold_distributions,
     make_fold_config,
     run_log,
@@ -253,22 +253,31 @@ def iter_domains(cfg: EvaluateConfig) -> Iterator[Domain | tuple[str, str]]:
     Yields:
       Domain, or (id, error message) for a domain that cannot be read.
     """
-    root = resolve_data_root(cfg.data_root)
     limit = cfg.max_domains if cfg.max_domains > 0 else None
     if cfg.h5:
-        from foldnet.data.cache import H5Dataset
+        yield from _h5_domains(cfg, limit)
+    else:
+        yield from _pdb_domains(cfg, resolve_data_root(cfg.data_root), limit)
 
-        ds = H5Dataset(cfg.h5)
-        n = 0
-        for i in range(len(ds)):
-            if limit is not None and n >= limit:
-                return
-            if cfg.max_length > 0 and ds.lengths[i] > cfg.max_length:
-                continue
-            prot = ds.protein(i)
-            n += 1
-            yield Domain(prot.id, prot.replace(profile=None), prot.profile, f"{cfg.h5}:{prot.id}")
-        return
+
+def _h5_domains(cfg: EvaluateConfig, limit: Optional[int]) -> Iterator[Domain]:
+    """The chains of an HDF5 cache (``cfg.h5``), with their stored profiles."""
+    from foldnet.data.cache import H5Dataset
+
+    ds = H5Dataset(cfg.h5)
+    n = 0
+    for i in range(len(ds)):
+        if limit is not None and n >= limit:
+            return
+        if cfg.max_length > 0 and ds.lengths[i] > cfg.max_length:
+            continue
+        prot = ds.protein(i)
+        n += 1
+        yield Domain(prot.id, prot.replace(profile=None), prot.profile, f"{cfg.h5}:{prot.id}")
+
+
+def _pdb_domains(cfg: EvaluateConfig, root: Path, limit: Optional[int]) -> Iterator[Domain | tuple[str, str]]:
+    """The domains of a split file read from their PDB files, profiles from ProteinNet."""
     split_file = Path(cfg.split_file) if cfg.split_file else root / "promod3_structure_db" / "splits_recommended.tsv"
     pdb_dir = Path(cfg.pdb_dir) if cfg.pdb_dir else root / "promod3_structure_db" / "pdb_single_domain"
     if not split_file.is_file():
@@ -276,7 +285,7 @@ def iter_domains(cfg: EvaluateConfig) -> Iterator[Domain | tuple[str, str]]:
     if not pdb_dir.is_dir():
         raise FileNotFoundError(f"evaluate: structure folder {pdb_dir} does not exist (set pdb_dir=)")
     ids = read_id_list(split_file, cfg.split)
-    from foldnet.data.structure import read_structure
+    from foldnet.data.structure_parser import read_structure
 
     pn = root / "proteinnet" / "testing.gz" if cfg.proteinnet is None else (Path(cfg.proteinnet) if cfg.proteinnet else None)
     selected: list[tuple[str, Path]] = []
@@ -323,7 +332,7 @@ def iter_domains(cfg: EvaluateConfig) -> Iterator[Domain | tuple[str, str]]:
 
 def load_prior(cfg: EvaluateConfig, run_dir: Optional[Path]):
     """The sequence-separation / residue-type prior (see ``EvaluateConfig.prior``)."""
-    from foldnet.train.baselines import Prior, PriorBuilder, fit_priors
+    from foldnet.model.prior import Prior, PriorBuilder, fit_priors
 
     if cfg.prior:
         p = Path(cfg.prior)
@@ -353,14 +362,12 @@ def prior_distributions(prior, protein: Protein, torsion_sigma_deg: float = 20.0
     """Prior distogram [L, L, 65] and phi/psi bins centred on the residue-type circular means."""
     from foldnet.structure import torsion_bins_from_angles
 
-    L = len(protein)
-    batch = {"residue_index": np.arange(L)[None], "aatype": np.asarray(protein.aatype)[None]}
-    out = prior.predict(batch)
-    ones = np.ones(L, np.float32)
+    out = prior.predict_chain(protein.aatype)
+    ones = np.ones(len(protein), np.float32)
     return {
-        "dist_probs": out["dist_probs"][0],
-        "phi_probs": torsion_bins_from_angles(out["phi"][0], ones, torsion_sigma_deg),
-        "psi_probs": torsion_bins_from_angles(out["psi"][0], ones, torsion_sigma_deg),
+        "dist_probs": out["dist_probs"],
+        "phi_probs": torsion_bins_from_angles(out["phi"], ones, torsion_sigma_deg),
+        "psi_probs": torsion_bins_from_angles(out["psi"], ones, torsion_sigma_deg),
     }
 
 
@@ -424,7 +431,7 @@ def distogram_scores(dist_probs: np.ndarray, phi_probs, psi_probs, native: Nativ
     return out, table
 
 
-def structure_scores(model: Protein, native: Native) -> dict[str, float]:
+def folded_scores(model: Protein, native: Native) -> dict[str, float]:
     """RMSD, TM-score, GDT_TS, GDT_HA, lDDT-Calpha of a folded model (CA atoms)."""
     from foldnet import metrics as M
 
@@ -515,7 +522,7 @@ class DomainEvaluator:
             background = self.prior if network and self.fold_reference == "prior" else None
             folded = fold_distributions(prot.replace(id=domain.id), dist, self.fold_cfg, self.seed, background)
             t2 = time.perf_counter()
-            scores.update(structure_scores(folded.protein, native))
+            scores.update(folded_scores(folded.protein, native))
             scores["fold_energy"] = folded.energy
             scores["mean_confidence"] = folded.summary_confidence
             scores["seconds_predict"] = t1 - t0
@@ -574,26 +581,18 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
 
     model, run_dir, ckpt_id = None, None, ""
     if {"single", "profile"} & set(cfg.methods):
-        from foldnet.inference.checkpoint_io import load_for_inference, resolve_checkpoint
-
         from foldnet.inference import pretrained
 
-        if cfg.checkpoint in (None, "", "null") or str(cfg.checkpoint).startswith("pretrained:"):
-            # The bundled model (or another shipped one): identified by its weights' checksum.
-            name = str(cfg.checkpoint or "").partition("pretrained:")[2] or pretrained.DEFAULT_MODEL
-            if name not in pretrained.available():
-                raise ValueError(
-                    f"evaluate: methods single/profile need a network: no bundled model {name!r} found; "
-                    "pass checkpoint=<training run dir>, or run only the baselines with "
-                    "methods=[prior,true_distogram]"
-                )
-            model = pretrained.load_pretrained(name)
-            run_dir = pretrained.model_dir(name)  # holds the run's prior.npz
-            ckpt_id = f"pretrained:{name}:{pretrained.load_manifest(name)['params_sha256'][:16]}"
-        else:
-            root, step, run_dir = resolve_checkpoint(cfg.checkpoint, cfg.step)
-            model = load_for_inference(cfg.checkpoint, cfg.step)
-            ckpt_id = f"{root}:{step}"
+        name = pretrained.shipped_name(cfg.checkpoint)
+        if name is not None and name not in pretrained.available():
+            raise ValueError(
+                f"evaluate: methods single/profile need a network: no bundled model {name!r} found; "
+                "pass checkpoint=<training run dir>, or run only the baselines with "
+                "methods=[prior,true_distogram]"
+            )
+        # run_dir holds the run's prior.npz; a shipped model is identified by its weights' checksum
+        run_dir, ckpt_id = pretrained.checkpoint_home(cfg.checkpoint, cfg.step)
+        model = pretrained.load_for_inference(cfg.checkpoint, cfg.step)
     needs_prior = "prior" in cfg.methods or (model is not None and cfg.fold_reference == "prior")
     prior = load_prior(cfg, run_dir) if needs_prior else None
     setup = (model, cfg.tiling, prior, make_fold_config(cfg.fold), tuple(cfg.methods), cfg.seed,

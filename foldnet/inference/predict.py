@@ -44,6 +44,7 @@ import numpy as np
 
 from foldnet.common import atomic
 from foldnet.common import residue_constants as rc
+from foldnet.common.compilation_cache import enable_compilation_cache
 from foldnet.common.protein import Protein
 from foldnet.common.paths import NameAllocator, safe_stem
 from foldnet.data.errors import InputError, ParseError
@@ -201,7 +202,7 @@ def fold_distributions(
       dist: ``dist_probs`` [L, L, 65], ``phi_probs`` / ``psi_probs`` [L, 36].
       fold_cfg: a ``FoldConfig``.
       seed: folding seed.
-      prior: a ``foldnet.train.baselines.Prior`` to fold relative to (its separation
+      prior: a ``foldnet.model.prior.Prior`` to fold relative to (its separation
         distogram is the background of the distogram term), or None.
 
     Returns:
@@ -218,9 +219,7 @@ def fold_distributions(
 
 def prior_distogram(prior: Any, protein: Protein) -> np.ndarray:
     """The prior's distogram [L, L, 65] for a chain (sequence separation, residue types)."""
-    L = len(protein)
-    batch = {"residue_index": np.arange(L)[None], "aatype": np.asarray(protein.aatype)[None]}
-    return prior.predict(batch)["dist_probs"][0]
+    return prior.predict_chain(protein.aatype)["dist_probs"]
 
 
 def load_checkpoint_prior(checkpoint: Optional[str], step: Optional[int] = None) -> Any:
@@ -229,36 +228,14 @@ def load_checkpoint_prior(checkpoint: Optional[str], step: Optional[int] = None)
     Training runs write it when they fit their baselines (``val.baselines``, on by default).
     A run without one folds on the predicted distogram alone, with a warning that says so.
     """
-    from foldnet.inference import pretrained
-    from foldnet.inference.checkpoint_io import resolve_checkpoint
-    from foldnet.train.baselines import Prior
+    from foldnet.inference.pretrained import checkpoint_home
+    from foldnet.model.prior import Prior
 
-    if checkpoint in (None, "", "null") or str(checkpoint).startswith("pretrained:"):
-        name = str(checkpoint or "").partition("pretrained:")[2] or pretrained.DEFAULT_MODEL
-        path = pretrained.model_dir(name) / "prior.npz"
-    else:
-        root, _, run_dir = resolve_checkpoint(checkpoint, step)
-        path = (run_dir or root.parent) / "prior.npz"
+    path = checkpoint_home(checkpoint, step)[0] / "prior.npz"
     if not path.is_file():
         log.warning("fold_reference=prior: %s does not exist; folding on the predicted distogram alone", path)
         return None
     return Prior.load(path)
-
-
-def enable_compilation_cache(path: Optional[str]) -> None:
-    """Turn on JAX's persistent compilation cache in ``path`` (no-op for None, "" or "off").
-
-    Folding is compiled per chain length (tens of seconds on CPU), so a second
-    run over the same lengths (a resumed evaluation, a re-prediction) reuses it.
-    """
-    if path is None or str(path).lower() in ("", "null", "none", "off"):
-        return
-    import jax
-
-    folder = Path(path).expanduser().absolute()
-    folder.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def make_fold_config(options: FoldConfig | Mapping[str, Any] | None) -> FoldConfig:
@@ -478,7 +455,6 @@ def predict(cfg: PredictConfig) -> list[RecordResult]:
       ValueError: if no checkpoint was given.
     """
     from foldnet.data.fasta import iter_fasta
-    from foldnet.inference.checkpoint_io import load_for_inference
 
     if not cfg.input:
         raise ValueError("predict: give the FASTA file, e.g. `foldnet predict input=seqs.fasta checkpoint=runs/x`")
@@ -496,7 +472,7 @@ def predict(cfg: PredictConfig) -> list[RecordResult]:
 
 
 def _predict(cfg: PredictConfig, records: list) -> list[RecordResult]:
-    from foldnet.inference.checkpoint_io import load_for_inference
+    from foldnet.inference.pretrained import load_for_inference
 
     log.info("predict: %d records of %s -> %s", len(records), cfg.input, cfg.out_dir)
     enable_compilation_cache(cfg.compilation_cache_dir)

@@ -12,7 +12,10 @@ A shipped model is a folder ``foldnet/pretrained/<name>/`` with
   checkpoint reached.
 
 ``foldnet predict`` / ``foldnet evaluate`` use ``DEFAULT_MODEL`` when no
-checkpoint is given.
+checkpoint is given. The ``checkpoint`` option of both is resolved here, once:
+``shipped_name`` (None / "pretrained:<name>" name a shipped model), ``checkpoint_home``
+(the folder holding its prior.npz, and an id of the weights) and ``load_for_inference``
+(ModelConfig, params); a training run is read by ``foldnet.inference.checkpoint_io``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from foldnet.common import atomic
+from foldnet.inference.checkpoint_io import find_run_config, load_model_config, load_run, resolve_checkpoint, restore_params
 
 PathLike = Union[str, os.PathLike]
 
@@ -81,8 +85,6 @@ def load_pretrained(name: str = DEFAULT_MODEL):
     """
     from flax import serialization
 
-    from foldnet.inference.checkpoint_io import load_model_config
-
     d = model_dir(name)
     manifest = load_manifest(name)
     weights = d / "params.msgpack"
@@ -122,7 +124,6 @@ def export_pretrained(
     from flax import serialization
     import jax
 
-    from foldnet.inference.checkpoint_io import find_run_config, resolve_checkpoint, restore_params
 
     root, chosen, run_dir = resolve_checkpoint(run, step)
     params = jax.tree.map(np.asarray, restore_params(root, chosen))
@@ -167,3 +168,55 @@ def export_pretrained(
     else:
         os.replace(tmp, final)
     return final
+
+
+def shipped_name(checkpoint: Optional[PathLike]) -> Optional[str]:
+    """The shipped model a ``checkpoint`` option names, or None for a training run.
+
+    None, "" and "null" name ``DEFAULT_MODEL``; ``pretrained:<name>`` names ``<name>``.
+    """
+    if checkpoint in (None, "", "null"):
+        return DEFAULT_MODEL
+    if str(checkpoint).startswith("pretrained:"):
+        return str(checkpoint).partition("pretrained:")[2] or DEFAULT_MODEL
+    return None
+
+
+def checkpoint_home(checkpoint: Optional[PathLike], step: Optional[int] = None) -> tuple[Path, str]:
+    """(folder that holds the checkpoint's ``prior.npz``, an id of its weights).
+
+    A shipped model: its folder and ``pretrained:<name>:<sha256[:16]>``; a training run: the
+    run directory (the checkpoint root's parent when there is none) and ``<root>:<step>``.
+    """
+    name = shipped_name(checkpoint)
+    if name is not None:
+        return model_dir(name), f"pretrained:{name}:{load_manifest(name)['params_sha256'][:16]}"
+    root, chosen, run_dir = resolve_checkpoint(checkpoint, step)
+    return (run_dir or root.parent), f"{root}:{chosen}"
+
+
+def load_for_inference(checkpoint: Optional[PathLike], step: Optional[int] = None):
+    """(ModelConfig, params) of a trained network.
+
+    Args:
+      checkpoint: run directory, checkpoint root or step directory; None for the
+        bundled default model, ``pretrained:<name>`` for another shipped one.
+      step: a specific step (None: best kept by validation metric, else latest).
+
+    Returns:
+      (ModelConfig, params pytree).
+
+    Raises:
+      ValueError: if no checkpoint was given and the bundled model is missing.
+      FileNotFoundError: if the location holds no checkpoint or config.
+      ValueError: also when no step of a run can be restored (``checkpoint_io.load_run``).
+    """
+    name = shipped_name(checkpoint)
+    if name is not None:
+        if checkpoint in (None, "", "null") and name not in available():
+            raise ValueError(
+                "no checkpoint given and no bundled pretrained model found: pass the run "
+                "directory of a `foldnet train` run, e.g. `checkpoint=runs/my_run`"
+            )
+        return load_pretrained(name)
+    return load_run(checkpoint, step)

@@ -31,7 +31,7 @@ from foldnet.metrics.distances import (
     expected_distance,
 )
 from foldnet.metrics.lddt import lddt, lddt_per_residue
-from foldnet.metrics.report import batch_reports, distogram_report
+from foldnet.metrics.batch_report import batch_reports, distogram_report
 from foldnet.metrics.superposition import (
     StructureScores,
     gdt_ha,

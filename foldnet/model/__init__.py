@@ -1,6 +1,6 @@
 """Flax models: precision policy, 1D / 2D ResNets, heads (each owning its loss)."""
 
-from foldnet.model.config import PRESETS, ModelConfig, get_preset
+from foldnet.model.config import PRESETS, ModelConfig
 from foldnet.model.heads import angle_to_bin, distance_to_bin, torsion_circular_mean
 from foldnet.model.model import FoldNet, build_model, count_params, head_losses, loss_fn
 from foldnet.model.precision import Policy, get_policy
@@ -8,7 +8,6 @@ from foldnet.model.precision import Policy, get_policy
 __all__ = [
     "PRESETS",
     "ModelConfig",
-    "get_preset",
     "FoldNet",
     "build_model",
     "loss_fn",

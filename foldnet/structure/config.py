@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional
 
+from foldnet.common.config import from_mapping
 from foldnet.geometry.nerf import METHODS
 
 
@@ -94,11 +95,7 @@ class FoldConfig:
         Returns:
           The validated config.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"FoldConfig: unknown keys {unknown}; valid keys are {sorted(names)}")
-        return cls(**dict(values))
+        return from_mapping(cls, values)
 
     def replace(self, **changes) -> "FoldConfig":
         return dataclasses.replace(self, **changes)

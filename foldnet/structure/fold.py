@@ -223,6 +223,73 @@ def refine_cartesian(potential: Potential, coords: jnp.ndarray, config: FoldConf
     return full(x)[0]
 
 
+def _checked_inputs(dist_probs, phi_probs, psi_probs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three distributions as f32 arrays of consistent shapes (``fold``'s checks)."""
+    dist_probs = np.asarray(dist_probs, np.float32)
+    length = dist_probs.shape[0]
+    if dist_probs.shape != (length, length, rc.NUM_DIST_BINS):
+        raise ValueError(f"fold: dist_probs must be [L, L, {rc.NUM_DIST_BINS}], got {dist_probs.shape}")
+    if length < 2:
+        raise ValueError(f"fold: need at least 2 residues, got {length}")
+    if not (np.all(np.isfinite(dist_probs)) and np.all(np.isfinite(phi_probs)) and np.all(np.isfinite(psi_probs))):
+        raise ValueError("fold: input probabilities contain NaN or inf")
+    phi_probs = np.asarray(phi_probs, np.float32)
+    psi_probs = np.asarray(psi_probs, np.float32)
+    for name, arr in (("phi_probs", phi_probs), ("psi_probs", psi_probs)):
+        if arr.shape != (length, rc.NUM_TORSION_BINS):
+            raise ValueError(f"fold: {name} must be [{length}, {rc.NUM_TORSION_BINS}], got {arr.shape}")
+    return dist_probs, phi_probs, psi_probs
+
+
+def _padded_to_bucket(dist_probs, phi_probs, psi_probs, reference, bucket: int):
+    """Inputs padded with uniform distributions to a multiple of ``bucket`` residues (one
+    compilation per bucket), and the residue mask [L_padded] (1 = real residue)."""
+    length = dist_probs.shape[0]
+    padded = -(-length // bucket) * bucket
+    pad = padded - length
+    residue_mask = np.concatenate([np.ones(length, np.float32), np.zeros(pad, np.float32)])
+    if not pad:
+        return dist_probs, phi_probs, psi_probs, reference, residue_mask
+    uniform_t = np.full((pad, rc.NUM_TORSION_BINS), 1.0 / rc.NUM_TORSION_BINS, np.float32)
+    phi_p = np.concatenate([phi_probs, uniform_t])
+    psi_p = np.concatenate([psi_probs, uniform_t])
+    dist_p = np.full((padded, padded, rc.NUM_DIST_BINS), 1.0 / rc.NUM_DIST_BINS, np.float32)
+    dist_p[:length, :length] = dist_probs
+    if reference is not None and np.ndim(reference) == 3:
+        ref = np.full((padded, padded, rc.NUM_DIST_BINS), 1.0 / rc.NUM_DIST_BINS, np.float32)
+        ref[:length, :length] = reference
+        reference = ref
+    return dist_p, phi_p, psi_p, reference, residue_mask
+
+
+def _refined(potential: Potential, coords, config: FoldConfig):
+    """Cartesian polish of the best structure: (coords, torsions, energy terms, energy)."""
+    refined = refine_cartesian(potential, coords, config)
+    n, ca, c = refined[:, 0], refined[:, 1], refined[:, 2]
+    torsions = internal_coordinates(n, ca, c)[0]
+    rterms = energy_terms(potential, refined, torsions[:, 0], torsions[:, 1], config)
+    return refined, torsions, {k: float(v) for k, v in rterms.items()}, float(total_energy(rterms, config))
+
+
+def _output_protein(coords, conf, aatype, residue_index, id: str, chain_id: str) -> Protein:
+    """The folded chain as a Protein (confidence in the B-factors; Gly without CB)."""
+    length = len(coords)
+    aatype = np.full(length, rc.UNK_INDEX, np.int32) if aatype is None else np.asarray(aatype, np.int32)
+    if aatype.shape != (length,):
+        raise ValueError(f"fold: aatype must be [{length}], got {aatype.shape}")
+    atom_mask = np.ones((length, rc.NUM_ATOMS), np.float32)
+    atom_mask[:, rc.CB_IDX] = (aatype != _GLY).astype(np.float32)
+    return Protein(
+        id=id,
+        aatype=aatype,
+        atom_positions=np.asarray(coords, np.float32),
+        atom_mask=atom_mask,
+        residue_index=np.arange(1, length + 1, dtype=np.int32) if residue_index is None else np.asarray(residue_index, np.int32),
+        chain_id=chain_id,
+        b_factors=conf,
+    )
+
+
 def fold(
     dist_probs: np.ndarray,
     phi_probs: np.ndarray,
@@ -256,35 +323,11 @@ def fold(
       >>> result = fold(dist_probs, phi_probs, psi_probs, FoldConfig(num_restarts=4), seed=0)
       >>> result.protein.atom_positions.shape   # (L, 5, 3)
     """
-    dist_probs = np.asarray(dist_probs, np.float32)
+    dist_probs, phi_probs, psi_probs = _checked_inputs(dist_probs, phi_probs, psi_probs)
     length = dist_probs.shape[0]
-    if dist_probs.shape != (length, length, rc.NUM_DIST_BINS):
-        raise ValueError(f"fold: dist_probs must be [L, L, {rc.NUM_DIST_BINS}], got {dist_probs.shape}")
-    if length < 2:
-        raise ValueError(f"fold: need at least 2 residues, got {length}")
-    if not (np.all(np.isfinite(dist_probs)) and np.all(np.isfinite(phi_probs)) and np.all(np.isfinite(psi_probs))):
-        raise ValueError("fold: input probabilities contain NaN or inf")
-    phi_probs = np.asarray(phi_probs, np.float32)
-    psi_probs = np.asarray(psi_probs, np.float32)
-    for name, arr in (("phi_probs", phi_probs), ("psi_probs", psi_probs)):
-        if arr.shape != (length, rc.NUM_TORSION_BINS):
-            raise ValueError(f"fold: {name} must be [{length}, {rc.NUM_TORSION_BINS}], got {arr.shape}")
-    padded = -(-length // config.length_bucket) * config.length_bucket
-    pad = padded - length
-    residue_mask = np.concatenate([np.ones(length, np.float32), np.zeros(pad, np.float32)])
-    if pad:
-        uniform_t = np.full((pad, rc.NUM_TORSION_BINS), 1.0 / rc.NUM_TORSION_BINS, np.float32)
-        phi_p = np.concatenate([phi_probs, uniform_t])
-        psi_p = np.concatenate([psi_probs, uniform_t])
-        dist_p = np.full((padded, padded, rc.NUM_DIST_BINS), 1.0 / rc.NUM_DIST_BINS, np.float32)
-        dist_p[:length, :length] = dist_probs
-        if reference is not None and np.ndim(reference) == 3:
-            ref = np.full((padded, padded, rc.NUM_DIST_BINS), 1.0 / rc.NUM_DIST_BINS, np.float32)
-            ref[:length, :length] = reference
-            reference = ref
-    else:
-        phi_p, psi_p, dist_p = phi_probs, psi_probs, dist_probs
-    potential = make_potential(dist_p, phi_p, psi_p, config, reference, residue_mask)
+    dist_p, phi_p, psi_p, ref_p, residue_mask = _padded_to_bucket(
+        dist_probs, phi_probs, psi_probs, reference, config.length_bucket)
+    potential = make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask)
     key = jax.random.PRNGKey(seed)
     k_phi, k_psi = jax.random.split(key)
     noise = math.radians(config.init_noise_deg)
@@ -299,31 +342,12 @@ def fold(
     best_terms = {k: float(v[best]) for k, v in terms.items()}
     best_energy = float(energies[best])
     if config.refine_steps > 0:
-        if pad:  # refinement works on the real residues only
-            potential = make_potential(dist_probs, phi_probs, psi_probs, config, reference if reference is None or np.ndim(reference) < 3 else reference[:length, :length])
-        refined = refine_cartesian(potential, coords, config)
-        n, ca, c = refined[:, 0], refined[:, 1], refined[:, 2]
-        torsions = internal_coordinates(n, ca, c)[0]
-        rterms = energy_terms(potential, refined, torsions[:, 0], torsions[:, 1], config)
-        best_terms = {k: float(v) for k, v in rterms.items()}
-        best_energy = float(total_energy(rterms, config))
-        coords = refined
+        if len(residue_mask) > length:  # refinement works on the real residues only
+            potential = make_potential(dist_probs, phi_probs, psi_probs, config, reference)
+        coords, torsions, best_terms, best_energy = _refined(potential, coords, config)
     torsions = np.angle(np.exp(1j * np.asarray(torsions, np.float64))).astype(np.float32)
     conf, summary = residue_confidence(dist_probs, config.min_separation, config.confidence_contact_cutoff)
-    aatype = np.full(length, rc.UNK_INDEX, np.int32) if aatype is None else np.asarray(aatype, np.int32)
-    if aatype.shape != (length,):
-        raise ValueError(f"fold: aatype must be [{length}], got {aatype.shape}")
-    atom_mask = np.ones((length, rc.NUM_ATOMS), np.float32)
-    atom_mask[:, rc.CB_IDX] = (aatype != _GLY).astype(np.float32)
-    protein = Protein(
-        id=id,
-        aatype=aatype,
-        atom_positions=np.asarray(coords, np.float32),
-        atom_mask=atom_mask,
-        residue_index=np.arange(1, length + 1, dtype=np.int32) if residue_index is None else np.asarray(residue_index, np.int32),
-        chain_id=chain_id,
-        b_factors=conf,
-    )
+    protein = _output_protein(coords, conf, aatype, residue_index, id, chain_id)
     return FoldResult(
         protein=protein,
         energy=best_energy,

@@ -11,7 +11,7 @@ against the dataclasses (a typo'd key or a string for an int fails at compose
 time, before anything runs).
 
 The model/optim/parallel dataclasses are frozen (immutable once built), which
-OmegaConf turns into read-only nodes; ``_unfrozen`` clears that flag on the
+OmegaConf turns into read-only nodes; ``foldnet.common.config.writable_schema`` clears that flag on the
 schema node so YAML groups and ``key=value`` overrides can still set them.
 ``to_train_config`` turns the composed DictConfig back into the dataclasses
 (the frozen ones run their own ``__post_init__`` validation there).
@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
+from foldnet.common.config import writable_schema
 from foldnet.data.config import DataConfig
 from foldnet.model.config import ModelConfig
 from foldnet.train.checkpoint import CheckpointConfig
@@ -87,21 +88,9 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
-def _unfrozen(node: Any) -> Any:
-    """Clear the read-only flag OmegaConf puts on nodes built from frozen dataclasses."""
-    node._set_flag("readonly", None)  # noqa: SLF001 - no public API clears an inherited flag
-    if isinstance(node, DictConfig):
-        for key in node.keys():
-            _unfrozen(node._get_node(key))  # noqa: SLF001
-    elif isinstance(node, ListConfig):
-        for i in range(len(node)):
-            _unfrozen(node._get_node(i))  # noqa: SLF001
-    return node
-
-
 def train_schema() -> DictConfig:
     """``TrainConfig`` as a typed, writable DictConfig (what the ConfigStore holds)."""
-    return _unfrozen(OmegaConf.structured(TrainConfig))
+    return writable_schema(TrainConfig)
 
 
 def register_configs() -> None:
@@ -118,7 +107,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=train_schema())
     for group, cls in (("model", ModelConfig), ("optim", OptimConfig), ("parallel", ParallelConfig)):
-        cs.store(group=group, name=f"{group}_schema", node=_unfrozen(OmegaConf.structured(cls)))
+        cs.store(group=group, name=f"{group}_schema", node=writable_schema(cls))
 
 
 def to_train_config(cfg: Any) -> TrainConfig:

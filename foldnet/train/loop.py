@@ -25,30 +25,31 @@ What it does, in order:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging as pylogging
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import jax
 import numpy as np
 
 from foldnet.common import atomic
 from foldnet.common import residue_constants as rc
+from foldnet.common.compilation_cache import compilation_cache
 from foldnet.data.cache import H5Dataset
 from foldnet.data.loader import CropLoader
 from foldnet.model.model import count_params
-from foldnet.train.baselines import Prior, evaluate_baselines, fit_priors
+from foldnet.model.prior import Prior, fit_priors
+from foldnet.train.baselines import evaluate_baselines
 from foldnet.train.checkpoint import Checkpointer
 from foldnet.train.config import TrainConfig, to_train_config, to_yaml
-from foldnet.train.logging import RunLogger, plot_curves
+from foldnet.train.run_log import RunLogger, plot_curves
 from foldnet.train.parallel import parallelize_train_step
 from foldnet.train.state import create_train_state
 from foldnet.train.metrics_buffer import MetricsBuffer
-from foldnet.train.validate import evaluate, validation_batches
+from foldnet.train.validate import validation_batches, validation_metrics
 
 log = pylogging.getLogger(__name__)
 
@@ -101,33 +102,6 @@ def _load_or_fit_prior(cfg: TrainConfig, run_dir: Path, train_path: Path, writer
     return prior
 
 
-@contextlib.contextmanager
-def compilation_cache(directory: Optional[str]) -> Iterator[None]:
-    """Use JAX's persistent compilation cache in ``directory`` for the duration (no-op for None).
-
-    The cache is (re)initialised on entry, so it takes effect even if this process
-    compiled something before, and the previous setting is restored on exit.
-    """
-    if not directory:
-        yield
-        return
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    old = {k: getattr(jax.config, k) for k in keys}
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    cc.reset_cache()
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            jax.config.update(k, v)
-        cc.reset_cache()
-
-
 def train(config: Any) -> dict[str, Any]:
     """Train a FoldNet as configured; resume from ``<run_dir>/checkpoints`` if possible.
 
@@ -148,6 +122,61 @@ def train(config: Any) -> dict[str, Any]:
         return _train(cfg, config)
 
 
+def _train_loader(cfg: TrainConfig, train_path, pidx: int, pcount: int) -> tuple[H5Dataset, CropLoader]:
+    """The training split and this process's share of its random-crop batches."""
+    if cfg.data.batch_size % pcount:
+        raise ValueError(f"data.batch_size={cfg.data.batch_size} (global) must divide by {pcount} processes")
+    per_process = cfg.data.batch_size // pcount
+    train_ds = H5Dataset(train_path)
+    loader = CropLoader(
+        train_ds, cfg.data.crop_size, per_process, cfg.seed, shuffle=True, random_crop=True, repeat=True,
+        drop_remainder=True, profile_dropout=cfg.data.profile_dropout, min_length=cfg.data.min_length,
+        process_index=pidx, process_count=pcount, prefetch=cfg.data.prefetch,
+    )
+    return train_ds, loader
+
+
+def _resumed(cfg: TrainConfig, ckpt: Checkpointer, state: Any, loader: CropLoader) -> tuple[Any, int]:
+    """(state, start step): the latest checkpoint's when resuming (the loader moved to its
+    position), else the fresh state at step 0."""
+    if not (cfg.checkpoint.resume and ckpt.latest_step() is not None):
+        return state, 0
+    state, loader_state = ckpt.restore(None, state)
+    if loader_state is not None:
+        # Every process is at the same (epoch, index); process 0 saved its own copy.
+        loader_state = {k: v for k, v in loader_state.items() if k != "process_index"}
+        loader.load_state_dict(loader_state)
+    start_step = int(np.asarray(state.step))
+    log.info("resumed from %s at step %d", ckpt.directory, start_step)
+    return state, start_step
+
+
+def _predict_padded(pstep: Any, params: Any, batch: dict[str, np.ndarray]) -> dict:
+    """The parallel eval step on a host batch of any size.
+
+    The eval batch must split evenly over the local devices: pad with empty examples
+    (example_id -1, masks 0) and drop their outputs again.
+    """
+    b = batch["aatype"].shape[0]
+    pad = -b % pstep.num_local_devices
+    if pad:
+        fill = {"example_id": -1, "aatype": rc.UNK_INDEX}
+        batch = {k: np.concatenate([v, np.full((pad,) + v.shape[1:], fill.get(k, 0), v.dtype)])
+                 for k, v in batch.items()}
+    out = pstep.eval(params, pstep.shard_batch(batch))
+    return {k: (v[:b] if np.ndim(v) and np.shape(v)[0] == b + pad else v) for k, v in out.items()}
+
+
+def _beats_baseline(val: dict, baseline: dict) -> dict[str, bool]:
+    """Per headline metric: is the model's last validation better than the priors'?"""
+    return {
+        "dist_nll": val["dist_nll"] < baseline["dist_nll"],
+        "lr_top_l5_precision": val["lr_top_l5_precision"] > baseline["lr_top_l5_precision"],
+        "phi_mae_deg": val["phi_mae_deg"] < baseline["phi_mae_deg"],
+        "psi_mae_deg": val["psi_mae_deg"] < baseline["psi_mae_deg"],
+    }
+
+
 def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
     if cfg.parallel.distributed:
         from foldnet.train import distributed
@@ -161,16 +190,7 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
         atomic.write_text(run_dir / "config.yaml", to_yaml(config))
     train_path, val_path = split_paths(cfg)
 
-    # -- data ----------------------------------------------------------------------------------
-    if cfg.data.batch_size % pcount:
-        raise ValueError(f"data.batch_size={cfg.data.batch_size} (global) must divide by {pcount} processes")
-    per_process = cfg.data.batch_size // pcount
-    train_ds = H5Dataset(train_path)
-    loader = CropLoader(
-        train_ds, cfg.data.crop_size, per_process, cfg.seed, shuffle=True, random_crop=True, repeat=True,
-        drop_remainder=True, profile_dropout=cfg.data.profile_dropout, min_length=cfg.data.min_length,
-        process_index=pidx, process_count=pcount, prefetch=cfg.data.prefetch,
-    )
+    train_ds, loader = _train_loader(cfg, train_path, pidx, pcount)
     val_ds = H5Dataset(val_path)
 
     # -- model, state, parallel step --------------------------------------------------------------
@@ -180,15 +200,7 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
     pstep = parallelize_train_step(model, optimizer, cfg.parallel)
 
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint)
-    start_step = 0
-    if cfg.checkpoint.resume and ckpt.latest_step() is not None:
-        state, loader_state = ckpt.restore(None, state)
-        if loader_state is not None:
-            # Every process is at the same (epoch, index); process 0 saved its own copy.
-            loader_state = {k: v for k, v in loader_state.items() if k != "process_index"}
-            loader.load_state_dict(loader_state)
-        start_step = int(np.asarray(state.step))
-        log.info("resumed from %s at step %d", ckpt.directory, start_step)
+    state, start_step = _resumed(cfg, ckpt, state, loader)
     state = pstep.replicate(state)
 
     logger = RunLogger(run_dir, enabled=writer, tensorboard=cfg.logging.tensorboard)
@@ -204,22 +216,10 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
         baseline = evaluate_baselines(val_ds, prior, cfg.val)
         logger.log("baseline", start_step, baseline)
 
-    def predict(params: Any, batch: dict[str, np.ndarray]) -> dict:
-        # The eval batch must split evenly over the local devices: pad with empty
-        # examples (example_id -1, masks 0) and drop their outputs again.
-        b = batch["aatype"].shape[0]
-        pad = -b % pstep.num_local_devices
-        if pad:
-            fill = {"example_id": -1, "aatype": rc.UNK_INDEX}
-            batch = {k: np.concatenate([v, np.full((pad,) + v.shape[1:], fill.get(k, 0), v.dtype)])
-                     for k, v in batch.items()}
-        out = pstep.eval(params, pstep.shard_batch(batch))
-        return {k: (v[:b] if np.ndim(v) and np.shape(v)[0] == b + pad else v) for k, v in out.items()}
-
     def validate(step: int) -> dict:
         params = state.params
-        metrics = evaluate(
-            lambda b: predict(params, b),
+        metrics = validation_metrics(
+            lambda b: _predict_padded(pstep, params, b),
             validation_batches(val_ds, cfg.val),
             min_separation=cfg.model.distogram_min_separation,
         )
@@ -320,12 +320,7 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
         "device": str(jax.devices()[0].device_kind),
     }
     if last_val is not None and baseline is not None:
-        summary["beats_baseline"] = {
-            "dist_nll": last_val["dist_nll"] < baseline["dist_nll"],
-            "lr_top_l5_precision": last_val["lr_top_l5_precision"] > baseline["lr_top_l5_precision"],
-            "phi_mae_deg": last_val["phi_mae_deg"] < baseline["phi_mae_deg"],
-            "psi_mae_deg": last_val["psi_mae_deg"] < baseline["psi_mae_deg"],
-        }
+        summary["beats_baseline"] = _beats_baseline(last_val, baseline)
     if writer:
         if cfg.logging.curves:
             plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png", baseline)

@@ -11,7 +11,7 @@ pure train step can log it without knowing the schedule.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,15 +55,6 @@ class OptimConfig:
             )
         if self.max_consecutive_skips < 1:
             raise ValueError("OptimConfig.max_consecutive_skips must be >= 1")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "OptimConfig":
-        """Build from a mapping (e.g. an omegaconf node); unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"OptimConfig: unknown keys {sorted(unknown)}")
-        return cls(**dict(d))
 
 
 def make_schedule(cfg: OptimConfig) -> optax.Schedule:

@@ -63,15 +63,6 @@ class ParallelConfig:
         if self.num_devices is not None and self.num_devices < 1:
             raise ValueError(f"ParallelConfig.num_devices must be >= 1, got {self.num_devices}")
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ParallelConfig":
-        """Build from a mapping (e.g. an omegaconf node); unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"ParallelConfig: unknown keys {sorted(unknown)}")
-        return cls(**dict(d))
-
 
 def _devices(cfg: ParallelConfig) -> list:
     """The devices the mesh spans: all global devices, or the first num_devices local ones."""

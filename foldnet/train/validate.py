@@ -282,7 +282,7 @@ def score_batch(acc: MetricAccumulator, batch: Mapping[str, np.ndarray], out: Ma
         )
 
 
-def evaluate(
+def validation_metrics(
     predict: Callable[[dict[str, np.ndarray]], Mapping[str, Any]],
     batches: Iterator[dict[str, np.ndarray]],
     min_separation: int = 1,
