@@ -98,8 +98,7 @@ def fold_300(restarts: int = 8) -> dict:
         if out.returncode != 0:
             raise RuntimeError(f"bench_fold failed: {out.stderr[-2000:]}")
         res = json.loads((Path(tmp) / "fold.json").read_text())
-    rows = res["length"] if isinstance(res.get("length"), list) else res["length"]["rows"]
-    return next(r for r in rows if r["length"] == 300)
+    return next(r for r in res["length"] if r["length"] == 300)
 
 
 def to_markdown(res: dict) -> str:

@@ -16,7 +16,7 @@ a strided access pattern for every element. A dot is never fused into a loop
 fusion, so ``x @ I`` pins each operand to one materialised array, and XLA then
 folds the transposition into that dot. On the 2-core dev box (base preset, crop
 128, batch 4, f32) the transposing fusions took 0.6-1.1 s of a 1.8-2.9 s step
-before and are gone after (docs/bench/train.md has the same-run numbers).
+before and are gone after (docs/model.md, "CPU kernels").
 ``x @ I`` is exact for finite x (every output is 1 * x_i plus exact zeros).
 """
 

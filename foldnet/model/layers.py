@@ -41,8 +41,7 @@ def _norm_elu_mask(x, scale, bias, mask, epsilon):
     gradient needs only the normalised input and the per-position rsqrt.
     ``mask`` is treated as a constant (zero cotangent).
     """
-    xhat, _ = _normalize(x, epsilon)
-    return nn.elu(xhat * scale + bias) * mask
+    return _norm_elu_mask_fwd(x, scale, bias, mask, epsilon)[0]
 
 
 def _norm_elu_mask_fwd(x, scale, bias, mask, epsilon):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 
 
@@ -67,11 +68,7 @@ def get_policy(dtype: str, backend: str | None = None) -> Policy:
       The Policy.
     """
     if dtype == "bfloat16":
-        if backend is None:
-            import jax
-
-            backend = jax.default_backend()
-        if backend not in BF16_COMPUTE_BACKENDS:
+        if (backend or jax.default_backend()) not in BF16_COMPUTE_BACKENDS:
             return Policy(compute_dtype=jnp.float32)
         return Policy(compute_dtype=jnp.bfloat16)
     if dtype == "float32":
