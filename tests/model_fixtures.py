@@ -56,6 +56,10 @@ def example_from_protein(
         "pair_mask": np.zeros((crop_size, crop_size), np.float32),
         "torsions": np.zeros((crop_size, 3), np.float32),
         "torsion_mask": np.zeros((crop_size, 3), np.float32),
+        "atom_positions": np.zeros((crop_size, rc.NUM_ATOMS, 3), np.float32),
+        "atom_mask": np.zeros((crop_size, rc.NUM_ATOMS), np.float32),
+        "ss8": np.full((crop_size,), rc.SS8_COIL, np.int32),
+        "ss_mask": np.zeros((crop_size,), np.float32),
         "example_id": np.int32(example_id),
         "crop_start": np.int32(start),
         "length": np.int32(n),
@@ -69,6 +73,12 @@ def example_from_protein(
     ex["pair_mask"][:n, :n] = pmask[sl, sl]
     ex["torsions"][:n] = tors[sl]
     ex["torsion_mask"][:n] = tmask[sl]
+    # N, CA, C (and O) as recorded, CB real or virtual: what the HDF5 cache stores.
+    cb, cb_mask = geometry_np.cb_positions(protein)
+    atoms = np.where(protein.atom_mask[..., None] > 0, protein.atom_positions, 0.0).astype(np.float32)
+    atoms[:, rc.CB_IDX], amask = cb, protein.atom_mask.astype(np.float32).copy()
+    amask[:, rc.CB_IDX] = cb_mask
+    ex["atom_positions"][:n], ex["atom_mask"][:n] = atoms[sl], amask[sl]
     return ex
 
 

@@ -98,7 +98,8 @@ def _cfg(run_dir, data_dir, **over):
         "data": {"name": "t", "dir": str(data_dir), "crop_size": 24, "batch_size": 4, "prefetch": 2,
                  "eval_batch_size": 2, "eval_max_length": 64, "profile_dropout": 0.3},
         "model": {**dataclasses.asdict(PRESETS["tiny"]), "dtype": "float32", "dropout": 0.1},
-        "optim": {"warmup_steps": 2, "total_steps": 7, "learning_rate": 3e-3},
+        # with a parameter EMA: the average is part of the state that must resume bit-exact
+        "optim": {"warmup_steps": 2, "total_steps": 7, "learning_rate": 3e-3, "ema_decay": 0.9},
         "val": {"every_steps": 0, "num_chains": 2, "mode": "crop", "crop_size": 24, "batch_size": 2,
                 "baselines": False},
         "checkpoint": {"every_steps": 3, "keep_last": 2},

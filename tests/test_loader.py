@@ -39,7 +39,8 @@ def test_batch_contract_and_geometry(ds):
     batches = _take(loader, 6)
     shapes = {"aatype": (4, N), "profile": (4, N, 20), "has_profile": (4,), "residue_index": (4, N),
               "seq_mask": (4, N), "cb_dist": (4, N, N), "pair_mask": (4, N, N), "torsions": (4, N, 3),
-              "torsion_mask": (4, N, 3), "example_id": (4,), "crop_start": (4,), "length": (4,)}
+              "torsion_mask": (4, N, 3), "atom_positions": (4, N, rc.NUM_ATOMS, 3), "atom_mask": (4, N, rc.NUM_ATOMS),
+              "ss8": (4, N), "ss_mask": (4, N), "example_id": (4,), "crop_start": (4,), "length": (4,)}
     saw_pad = saw_crop = False
     for b in batches:
         assert set(b) == set(BATCH_KEYS)
@@ -217,3 +218,36 @@ def test_data_pipeline_never_imports_jax():
     code = ("import sys, foldnet.data.loader, foldnet.data.build, foldnet.data.split; "
             "assert 'jax' not in sys.modules, 'jax imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO_ROOT))
+
+
+def test_discontiguous_crops_keep_true_positions_and_geometry(ds):
+    loader = CropLoader(ds, N, 4, seed=5, prefetch=0, discontiguous_prob=1.0)
+    again = CropLoader(ds, N, 4, seed=5, prefetch=0, discontiguous_prob=1.0)
+    half, saw_gap = N // 2, False
+    for index in range(3):
+        b = loader.make_batch(0, index)
+        assert _equal(b, again.make_batch(0, index))  # a pure function of (seed, epoch, index)
+        for r in range(4):
+            e, n = int(b["example_id"][r]), int(b["length"][r])
+            L = int(ds.lengths[e])
+            pos = b["residue_index"][r, :n]
+            if L <= N:  # short chains stay whole
+                np.testing.assert_array_equal(pos, np.arange(L))
+                continue
+            # two runs of N/2 consecutive true positions, the second after the first
+            assert n == N and np.all(np.diff(pos[:half]) == 1) and np.all(np.diff(pos[half:]) == 1)
+            assert pos[half] >= pos[half - 1] + 1 and pos[-1] < L and b["crop_start"][r] == pos[0]
+            saw_gap |= pos[half] > pos[half - 1] + 1
+            # every feature is the chain's, gathered at those positions (the pair map too)
+            prot = ds.protein(e)
+            full_d, full_pm = cb_distance_map(prot)
+            np.testing.assert_allclose(b["cb_dist"][r], (full_d * full_pm)[np.ix_(pos, pos)], atol=1e-4)
+            np.testing.assert_array_equal(b["aatype"][r], prot.aatype[pos])
+            np.testing.assert_allclose(b["atom_positions"][r][b["atom_mask"][r] > 0],
+                                       prot.atom_positions[pos][prot.atom_mask[pos] > 0], atol=1e-4)
+    assert saw_gap
+    # probability 0 (the default) is the contiguous loader, bit for bit
+    plain, zero = CropLoader(ds, N, 4, seed=5, prefetch=0), CropLoader(ds, N, 4, seed=5, prefetch=0, discontiguous_prob=0.0)
+    assert plain.crop_windows(0, 0) is None and _equal(plain.make_batch(0, 1), zero.make_batch(0, 1))
+    with pytest.raises(ValueError, match="discontiguous_prob"):
+        CropLoader(ds, N, 4, discontiguous_prob=1.5)

@@ -45,7 +45,11 @@ def test_cli_debug_tiny_end_to_end(small, tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
-        [sys.executable, "-m", "foldnet.cli.main", "train", "debug=tiny", f"run_dir={run}", *_data_overrides(small)],
+        [sys.executable, "-m", "foldnet.cli.main", "train", "debug=tiny", f"run_dir={run}", *_data_overrides(small),
+         # the issue-11 options ride along: auxiliary heads, discontiguous crops, parameter EMA,
+         # validation of the raw parameters and of training chains
+         "model.ca_distogram_weight=0.3", "model.orientation_weight=0.5", "data.discontiguous_prob=0.5",
+         "optim.ema_decay=0.9", "val.raw_params=true", "val.train_chains=3"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -78,6 +82,13 @@ def test_cli_debug_tiny_end_to_end(small, tmp_path):
     for e in val:
         assert e["num_chains"] == 4 and np.isfinite(e["dist_nll"]) and 0 <= e["lr_top_l5_precision"] <= 1
         assert 0 <= e["phi_mae_deg"] <= 180 and 0 <= e["psi_mae_deg"] <= 180
+        assert np.isfinite(e["ca_distogram_loss"]) and np.isfinite(e["orientation_loss"])
+    raw = [e for e in entries if e["kind"] == "val_raw"]
+    on_train = [e for e in entries if e["kind"] == "val_train"]
+    assert [e["step"] for e in raw] == [e["step"] for e in on_train] == [5, 10]
+    assert all(e["num_chains"] == 3 for e in on_train) and all(e["num_chains"] == 4 for e in raw)
+    assert raw[-1]["dist_nll"] != val[-1]["dist_nll"]  # "val" scores the EMA, "val_raw" the params
+    assert all("orientation_loss" in e for e in train_lines)
 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps_done"] == 10 and summary["total_skips"] == 0

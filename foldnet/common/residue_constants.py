@@ -173,3 +173,28 @@ def angle_to_bin(angle_rad: np.ndarray) -> np.ndarray:
     deg = (deg + 180.0) % 360.0 - 180.0
     idx = np.floor((deg + 180.0) / (360.0 / NUM_TORSION_BINS)).astype(np.int64)
     return np.clip(idx, 0, NUM_TORSION_BINS - 1).astype(np.int32)
+
+# --------------------------------------------------------------------------
+# Inter-residue orientations (trRosetta; Yang et al. 2020, PNAS 117:1496)
+# --------------------------------------------------------------------------
+
+# omega_ij = dihedral(CA_i, CB_i, CB_j, CA_j) (symmetric), theta_ij = dihedral(N_i, CA_i,
+# CB_i, CB_j) and phi_ij = angle(CA_i, CB_i, CB_j) (both asymmetric). As in trRosetta: 15
+# degree bins (24 over [-180, 180) for the dihedrals, 12 over [0, 180] for the planar angle)
+# plus a last "no contact" bin for pairs with CB-CB >= ORIENTATION_MAX_DIST.
+ORIENTATION_MAX_DIST = 20.0
+ORIENTATION_DIHEDRAL_BINS = 24
+ORIENTATION_PLANAR_BINS = 12
+ORIENTATION_NUM_BINS = {
+    "omega": ORIENTATION_DIHEDRAL_BINS + 1,
+    "theta": ORIENTATION_DIHEDRAL_BINS + 1,
+    "phi": ORIENTATION_PLANAR_BINS + 1,
+}
+
+# Secondary structure: DSSP's 8 states (foldnet.data.dssp computes them) and their usual
+# 3-state reduction (H, G, I -> helix; E, B -> strand; T, S, coil -> coil).
+SS8_STATES = "HGIEBTS-"
+SS3_STATES = "HEC"
+NUM_SS8 = len(SS8_STATES)
+SS8_COIL = SS8_STATES.index("-")
+SS8_TO_SS3 = np.array([0, 0, 0, 1, 1, 2, 2, 2], np.int32)

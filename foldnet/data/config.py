@@ -109,6 +109,9 @@ class DataConfig:
     # Longest chain of full-length evaluation batches (loader.full_length_batches).
     eval_max_length: int = 400
     profile_dropout: float = 0.0
+    # Probability of a two-window crop of a chain longer than crop_size (loader.CropLoader):
+    # long-range pairs inside a small crop.
+    discontiguous_prob: float = 0.0
     min_length: int = 1
     prefetch: int = 2
     build: BuildConfig = field(default_factory=BuildConfig)

@@ -11,7 +11,13 @@ Every batch is a pure function of ``(seed, epoch, batch index, process)``:
 * crop window of chain ``e`` in epoch ``k``: uniform start from
   ``default_rng([seed, k, e, 0])`` when ``random_crop``; otherwise the
   centered window ``start = (L - N) // 2`` (deterministic evaluation crops);
-* profile dropout: ``default_rng([seed, k, e, 1]).random() < profile_dropout``.
+* profile dropout: ``default_rng([seed, k, e, 1]).random() < profile_dropout``;
+* discontiguous crops (``discontiguous_prob`` > 0, chains longer than the crop):
+  ``default_rng([seed, k, e, 2])`` draws whether the crop is two windows of N/2
+  residues with a random gap between them (two sorted uniform points in
+  [0, L - N]: the first window's start and the second's start minus N/2), so a
+  crop of N residues also holds pairs far apart in sequence. ``residue_index``
+  keeps the true chain positions, so the model sees the real separations.
 
 Because of this, exact resume only needs ``(epoch, index)``, and the prefetch
 thread cannot change the result (it only runs ahead).
@@ -29,7 +35,7 @@ import os
 import queue
 import threading
 import weakref
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -39,7 +45,8 @@ from foldnet.data.cache import H5Dataset
 PathLike = Union[str, os.PathLike]
 BATCH_KEYS = (
     "aatype", "profile", "has_profile", "residue_index", "seq_mask", "cb_dist", "pair_mask",
-    "torsions", "torsion_mask", "example_id", "crop_start", "length",
+    "torsions", "torsion_mask", "atom_positions", "atom_mask", "ss8", "ss_mask",
+    "example_id", "crop_start", "length",
 )
 _READ_KEYS = ("aatype", "atom_positions", "atom_mask", "torsions", "profile", "cb_dist")
 
@@ -71,6 +78,10 @@ def _empty_batch(batch_size: int, n: int) -> dict[str, np.ndarray]:
         "pair_mask": np.zeros((batch_size, n, n), np.float32),
         "torsions": np.zeros((batch_size, n, 3), np.float32),
         "torsion_mask": np.zeros((batch_size, n, 3), np.float32),
+        "atom_positions": np.zeros((batch_size, n, rc.NUM_ATOMS, 3), np.float32),
+        "atom_mask": np.zeros((batch_size, n, rc.NUM_ATOMS), np.float32),
+        "ss8": np.full((batch_size, n), rc.SS8_COIL, np.int32),
+        "ss_mask": np.zeros((batch_size, n), np.float32),
         "example_id": np.full((batch_size,), -1, np.int32),
         "crop_start": np.zeros((batch_size,), np.int32),
         "length": np.zeros((batch_size,), np.int32),
@@ -78,7 +89,8 @@ def _empty_batch(batch_size: int, n: int) -> dict[str, np.ndarray]:
 
 
 def fill_example(batch: dict[str, np.ndarray], b: int, dataset: H5Dataset, example: int, start: int,
-                 size: int, keep_profile: bool = True) -> None:
+                 size: int, keep_profile: bool = True, *, windows: Optional[Sequence[tuple[int, int]]] = None,
+                 secondary_structure: Optional["SecondaryStructureCache"] = None) -> None:
     """Write residues ``start:start+size`` of chain ``example`` into row ``b`` of ``batch``.
 
     Padding (beyond the chain's end) keeps the batch's fill values: aatype 20
@@ -93,11 +105,25 @@ def fill_example(batch: dict[str, np.ndarray], b: int, dataset: H5Dataset, examp
       start: first residue of the window.
       size: window length (clipped at the chain end).
       keep_profile: False withholds the profile (profile dropout).
+      windows: instead of ``start``/``size``, the crop as ``(start, stop)`` residue
+        ranges, concatenated in order (a discontiguous crop); ``residue_index`` holds
+        the true chain positions.
+      secondary_structure: fills ``ss8`` / ``ss_mask`` with the chain's DSSP states
+        (computed on the whole chain, then cut, so crop edges do not change them).
     """
-    x = dataset.read(example, start, start + size, keys=_READ_KEYS)
+    if windows is None:
+        windows = [(start, start + size)]
+    if len(windows) == 1:
+        (w0, w1), = windows
+        x = dataset.read(example, w0, w1, keys=_READ_KEYS)
+        pos = np.arange(w0, w0 + len(x["aatype"]), dtype=np.int32)
+    else:
+        pos = np.concatenate([np.arange(a, b_) for a, b_ in windows]).astype(np.int32)
+        full = dataset.read(example, 0, int(pos.max()) + 1, keys=_READ_KEYS)
+        x = {k: (v[np.ix_(pos, pos)] if k == "cb_dist" else v[pos] if np.ndim(v) else v) for k, v in full.items()}
     n = len(x["aatype"])
     batch["aatype"][b, :n] = x["aatype"]
-    batch["residue_index"][b, :n] = np.arange(start, start + n, dtype=np.int32)
+    batch["residue_index"][b, :n] = pos[:n]
     batch["seq_mask"][b, :n] = 1.0
     if keep_profile and "profile" in x:
         batch["profile"][b, :n] = x["profile"]
@@ -106,20 +132,53 @@ def fill_example(batch: dict[str, np.ndarray], b: int, dataset: H5Dataset, examp
     defined = np.isfinite(tors)
     batch["torsions"][b, :n] = np.where(defined, tors, 0.0)
     batch["torsion_mask"][b, :n] = defined
+    atom_mask = x["atom_mask"].astype(np.float32)
+    batch["atom_positions"][b, :n] = np.where(atom_mask[..., None] > 0, x["atom_positions"], 0.0)
+    batch["atom_mask"][b, :n] = atom_mask
     if "cb_dist" in x:
         d = x["cb_dist"].astype(np.float32)
         known = np.isfinite(d)
         batch["cb_dist"][b, :n, :n] = np.where(known, d, 0.0)
         batch["pair_mask"][b, :n, :n] = known
     else:
-        m = x["atom_mask"][:, rc.CB_IDX].astype(np.float32)
+        m = atom_mask[:, rc.CB_IDX]
         d = crop_distances(x["atom_positions"][:, rc.CB_IDX])
         pm = m[:, None] * m[None, :]
         batch["cb_dist"][b, :n, :n] = d * pm
         batch["pair_mask"][b, :n, :n] = pm
+    if secondary_structure is not None:
+        ss8, ss_mask = secondary_structure.states(example)
+        batch["ss8"][b, :n] = ss8[pos[:n]]
+        batch["ss_mask"][b, :n] = ss_mask[pos[:n]]
     batch["example_id"][b] = example
-    batch["crop_start"][b] = start
+    batch["crop_start"][b] = pos[0]
     batch["length"][b] = n
+
+
+class SecondaryStructureCache:
+    """DSSP 8-state labels per chain of one split, computed once per chain on first use.
+
+    The states come from the backbone (``foldnet.data.dssp``; carbonyl oxygens are
+    placed where the source has none, as in ProteinNet). A residue is labelled
+    (mask 1) when it has N, CA and C; distance-only sources have no labels.
+    Thread-safe for the prefetch thread: a race computes a chain twice, same result.
+    """
+
+    def __init__(self, dataset: H5Dataset):
+        self.dataset = dataset
+        self._states: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def states(self, example: int) -> tuple[np.ndarray, np.ndarray]:
+        """(int32 [L] SS8 codes, f32 [L] mask) of chain ``example``."""
+        got = self._states.get(example)
+        if got is None:
+            from foldnet.data.dssp import secondary_structure
+
+            x = self.dataset.read(example, keys=("atom_positions", "atom_mask"))
+            mask = x["atom_mask"][:, [rc.N_IDX, rc.CA_IDX, rc.C_IDX]].min(axis=1).astype(np.float32)
+            ss = secondary_structure(x["atom_positions"], x["atom_mask"]).astype(np.int32)
+            got = self._states[example] = (ss, mask)
+        return got
 
 
 class CropLoader:
@@ -139,12 +198,16 @@ class CropLoader:
       min_length: chains shorter than this are never used.
       process_index, process_count: this process's shard.
       prefetch: batches prepared ahead in a background thread (0 = synchronous).
+      discontiguous_prob: probability that a chain longer than the crop is cropped as
+        two windows of ``crop_size // 2`` residues with a random gap (module docstring).
+      secondary_structure: fill ``ss8`` / ``ss_mask`` with DSSP states (the
+        secondary-structure head's targets); off, they stay coil / 0.
     """
 
     def __init__(self, dataset: "H5Dataset | str | os.PathLike", crop_size: int, batch_size: int, seed: int = 0, *,
                  shuffle: bool = True, random_crop: bool = True, repeat: bool = True, drop_remainder: bool = True,
                  profile_dropout: float = 0.0, min_length: int = 1, process_index: int = 0, process_count: int = 1,
-                 prefetch: int = 2):
+                 prefetch: int = 2, discontiguous_prob: float = 0.0, secondary_structure: bool = False):
         self.dataset = dataset if isinstance(dataset, H5Dataset) else H5Dataset(dataset)
         if crop_size < 1 or batch_size < 1:
             raise ValueError(f"crop_size and batch_size must be >= 1, got {crop_size}, {batch_size}")
@@ -160,6 +223,10 @@ class CropLoader:
         self.repeat = repeat
         self.drop_remainder = drop_remainder
         self.profile_dropout = float(profile_dropout)
+        if not 0.0 <= discontiguous_prob <= 1.0:
+            raise ValueError(f"discontiguous_prob must be in [0, 1], got {discontiguous_prob}")
+        self.discontiguous_prob = float(discontiguous_prob)
+        self.ss_cache = SecondaryStructureCache(self.dataset) if secondary_structure else None
         self.min_length = int(min_length)
         self.process_index = int(process_index)
         self.process_count = int(process_count)
@@ -241,6 +308,19 @@ class CropLoader:
             keep = bool(np.random.default_rng([self.seed, epoch, int(example), 1]).random() >= self.profile_dropout)
         return start, keep
 
+    def crop_windows(self, epoch: int, example: int) -> Optional[list[tuple[int, int]]]:
+        """The two ``(start, stop)`` windows of a discontiguous crop of ``example``, or None
+        when this crop is contiguous (the module docstring gives the draw)."""
+        L, N = int(self.dataset.lengths[example]), self.crop_size
+        if self.discontiguous_prob <= 0.0 or not self.random_crop or L <= N or N < 2:
+            return None
+        rng = np.random.default_rng([self.seed, epoch, int(example), 2])
+        if rng.random() >= self.discontiguous_prob:
+            return None
+        half = N // 2
+        a, c = np.sort(rng.integers(0, L - N + 1, size=2))
+        return [(int(a), int(a) + half), (int(c) + half, int(c) + N)]
+
     def make_batch(self, epoch: int, index: int, order: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
         """Batch ``index`` of ``epoch`` for this process."""
         batch = _empty_batch(self.batch_size, self.crop_size)
@@ -248,7 +328,8 @@ class CropLoader:
             if e < 0:
                 continue
             start, keep = self.crop_window(epoch, int(e))
-            fill_example(batch, b, self.dataset, int(e), start, self.crop_size, keep_profile=keep)
+            fill_example(batch, b, self.dataset, int(e), start, self.crop_size, keep_profile=keep,
+                         windows=self.crop_windows(epoch, int(e)), secondary_structure=self.ss_cache)
         return batch
 
     def _positions(self) -> Iterator[tuple[int, int]]:
@@ -350,8 +431,8 @@ def _stop_prefetchers() -> None:
         p.close()
 
 
-def full_length_batches(dataset: "H5Dataset | str | os.PathLike", batch_size: int, max_length: int
-                        ) -> Iterator[dict[str, np.ndarray]]:
+def full_length_batches(dataset: "H5Dataset | str | os.PathLike", batch_size: int, max_length: int,
+                        secondary_structure: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Uncropped evaluation batches, in file order.
 
     Each batch is padded to its longest chain rounded up to a multiple of 8,
@@ -363,6 +444,7 @@ def full_length_batches(dataset: "H5Dataset | str | os.PathLike", batch_size: in
       dataset: an ``H5Dataset`` or a cache path.
       batch_size: examples per batch.
       max_length: the largest N.
+      secondary_structure: fill ``ss8`` / ``ss_mask`` (DSSP states).
 
     Yields:
       Batches in the batch contract with N varying per batch.
@@ -370,11 +452,12 @@ def full_length_batches(dataset: "H5Dataset | str | os.PathLike", batch_size: in
     ds = dataset if isinstance(dataset, H5Dataset) else H5Dataset(dataset)
     if batch_size < 1 or max_length < 1:
         raise ValueError(f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}")
+    ss_cache = SecondaryStructureCache(ds) if secondary_structure else None
     for b0 in range(0, len(ds), batch_size):
         idx = list(range(b0, min(b0 + batch_size, len(ds))))
         longest = int(max(ds.lengths[i] for i in idx))
         n = min(-(-longest // 8) * 8, int(max_length))
         batch = _empty_batch(batch_size, n)
         for b, e in enumerate(idx):
-            fill_example(batch, b, ds, e, 0, n)
+            fill_example(batch, b, ds, e, 0, n, secondary_structure=ss_cache)
         yield batch

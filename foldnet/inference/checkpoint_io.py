@@ -11,7 +11,8 @@ Accepted locations (what ``foldnet train`` writes, see ``foldnet.train.checkpoin
 * the checkpoint root ``<run>/checkpoints``;
 * one step directory ``<run>/checkpoints/<step>``.
 
-Only the ``params`` subtree of the saved TrainState is read (Orbax restores it
+Only the parameters of the saved TrainState are read (``ema_params``, the average,
+when the run kept one, else ``params``; Orbax restores them
 without the optimiser's structure: no target needed), and the model config is
 the ``model`` node of the run's saved config, so a checkpoint is usable without
 the training code's config files. The step is the best-by-validation kept
@@ -128,7 +129,8 @@ def load_model_config(config_path: PathLike):
 
 
 def restore_params(root: Path, step: int) -> Any:
-    """The ``params`` subtree of the TrainState saved at ``step`` (host numpy arrays)."""
+    """The parameters of the TrainState saved at ``step`` (host numpy arrays): its
+    ``ema_params`` (the parameter average) when the run kept one, else ``params``."""
     import jax
     import numpy as np
     import orbax.checkpoint as ocp
@@ -138,7 +140,8 @@ def restore_params(root: Path, step: int) -> Any:
     ckptr.close()
     if not isinstance(state, dict) or "params" not in state:
         raise ValueError(f"{root / str(step)}: saved state has no 'params' entry")
-    return jax.tree.map(np.asarray, state["params"])
+    chosen = state.get("ema_params") or state["params"]
+    return jax.tree.map(np.asarray, chosen)
 
 
 def load_run(checkpoint: PathLike, step: Optional[int] = None):

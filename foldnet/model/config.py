@@ -42,6 +42,11 @@ class ModelConfig:
       torsion_weight: weight of the torsion loss (0 = head not built).
       distogram_min_separation: pairs with |i - j| below this are left out of the
         distogram loss (1 drops only the trivial diagonal).
+      ca_distogram_weight: weight of the CA-CA distogram head (0 = not built).
+      orientation_weight: weight of the trRosetta orientation head (omega, theta, phi; 0 = not built).
+      ss_weight: weight of the DSSP 8-state secondary-structure head (0 = not built).
+      Those three are training-only supervision from the coordinates: inference reads the CB
+      distogram and the torsions, and jit drops the unused heads.
     """
 
     name: str = "base"
@@ -61,6 +66,9 @@ class ModelConfig:
     distogram_weight: float = 1.0
     torsion_weight: float = 1.0
     distogram_min_separation: int = 1
+    ca_distogram_weight: float = 0.0
+    orientation_weight: float = 0.0
+    ss_weight: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
@@ -82,8 +90,9 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.distogram_weight < 0 or self.torsion_weight < 0:
-            raise ValueError("ModelConfig loss weights must be >= 0")
+        for f in ("distogram_weight", "torsion_weight", "ca_distogram_weight", "orientation_weight", "ss_weight"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"ModelConfig.{f} must be >= 0, got {getattr(self, f)}")
         if self.distogram_weight == 0 and self.torsion_weight == 0:
             raise ValueError("ModelConfig: both loss weights are 0, nothing to train")
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from foldnet.common import residue_constants as rc
+from foldnet.geometry.dihedral import bond_angle, dihedral
 from foldnet.model.config import ModelConfig
 from foldnet.model.precision import Policy
 
@@ -159,3 +160,128 @@ class TorsionHead(nn.Module):
             )
         out["torsion_loss"] = sum(out[f"{n}_loss"] for n in names) / len(names)
         return out
+
+
+# -- free supervision from the coordinates: CA distogram, orientations, secondary structure --
+
+
+def _pair_logits(pair: jnp.ndarray, bins: int, policy: Policy, name: str, symmetric: bool) -> jnp.ndarray:
+    logits = nn.Dense(bins, dtype=policy.output_dtype, param_dtype=policy.param_dtype, name=name)(
+        pair.astype(policy.output_dtype)
+    )
+    return 0.5 * (logits + jnp.swapaxes(logits, 1, 2)) if symmetric else logits
+
+
+def _pair_distances(x: jnp.ndarray) -> jnp.ndarray:
+    """[B, N, N] distances of points [B, N, 3] (differences, not the Gram form: exact at 0)."""
+    diff = x[:, :, None, :] - x[:, None, :, :]
+    return jnp.sqrt(jnp.maximum(jnp.sum(diff * diff, axis=-1), 1e-12))
+
+
+class CaDistogramHead(nn.Module):
+    """CA-CA distogram logits [B, N, N, 65] (the CB distogram's bins), symmetrised.
+
+    CA positions exist for every residue, glycines included, and constrain the
+    backbone trace directly; the target comes from the batch's atom positions.
+    """
+
+    config: ModelConfig
+    policy: Policy
+
+    @nn.compact
+    def __call__(self, pair: jnp.ndarray) -> dict:
+        return {"ca_dist_logits": _pair_logits(pair, rc.NUM_DIST_BINS, self.policy, "logits", True)}
+
+    @staticmethod
+    def loss(outputs: dict, batch: dict, config: ModelConfig) -> dict:
+        """{"ca_distogram_loss": [B]}: masked CE against binned CA-CA distances (|i - j| >= 1)."""
+        ca = batch["atom_positions"][:, :, rc.CA_IDX].astype(jnp.float32)
+        m = batch["atom_mask"][:, :, rc.CA_IDX].astype(jnp.float32)
+        d = _pair_distances(ca)
+        ri = batch["residue_index"]
+        sep = jnp.abs(ri[:, None, :] - ri[:, :, None])
+        mask = m[:, :, None] * m[:, None, :] * (sep >= config.distogram_min_separation)
+        per_ex = jax.vmap(_masked_ce)(outputs["ca_dist_logits"], distance_to_bin(jnp.where(mask > 0, d, 0.0)), mask)
+        return {"ca_distogram_loss": per_ex}
+
+
+def orientation_targets(atom_positions: jnp.ndarray, atom_mask: jnp.ndarray) -> tuple[dict, jnp.ndarray]:
+    """trRosetta's inter-residue orientations, binned (see residue_constants).
+
+    Args:
+      atom_positions: [B, N, 5, 3] (N, CA, C, O, CB), Angstrom; CB real or virtual.
+      atom_mask: [B, N, 5].
+    Returns:
+      ({"omega", "theta", "phi": int32 [B, N, N] bins}, f32 [B, N, N] mask): pairs i != j
+      with N, CA and CB known at both residues; CB-CB >= ORIENTATION_MAX_DIST -> the last bin.
+    """
+    x = atom_positions.astype(jnp.float32)
+    n, ca, cb = (x[:, :, k] for k in (rc.N_IDX, rc.CA_IDX, rc.CB_IDX))
+    have = atom_mask[:, :, rc.N_IDX] * atom_mask[:, :, rc.CA_IDX] * atom_mask[:, :, rc.CB_IDX]
+    have = have.astype(jnp.float32)
+    num = x.shape[1]
+    mask = have[:, :, None] * have[:, None, :] * (1.0 - jnp.eye(num, dtype=jnp.float32))
+    # Targets carry no gradient, so a NaN angle of a masked pair (a zero-length vector at a
+    # missing atom, or i == j) is harmless: _masked_ce selects with where(), never multiplies.
+    i_, j_ = (slice(None), slice(None), None), (slice(None), None, slice(None))
+    d = _pair_distances(cb)
+    contact = d < rc.ORIENTATION_MAX_DIST
+    omega = dihedral(ca[i_], cb[i_], cb[j_], ca[j_])
+    theta = dihedral(n[i_], ca[i_], cb[i_], cb[j_])
+    phi = bond_angle(ca[i_], cb[i_], cb[j_])
+    width = 2.0 * np.pi / rc.ORIENTATION_DIHEDRAL_BINS
+
+    def dihedral_bin(a):
+        k = jnp.floor((a + np.pi) / width).astype(jnp.int32)
+        return jnp.clip(k, 0, rc.ORIENTATION_DIHEDRAL_BINS - 1)
+
+    phi_bin = jnp.clip(jnp.floor(phi / width).astype(jnp.int32), 0, rc.ORIENTATION_PLANAR_BINS - 1)
+    bins = {
+        "omega": jnp.where(contact, dihedral_bin(omega), rc.ORIENTATION_DIHEDRAL_BINS),
+        "theta": jnp.where(contact, dihedral_bin(theta), rc.ORIENTATION_DIHEDRAL_BINS),
+        "phi": jnp.where(contact, phi_bin, rc.ORIENTATION_PLANAR_BINS),
+    }
+    return bins, mask
+
+
+class OrientationHead(nn.Module):
+    """trRosetta orientation logits: omega (symmetric), theta and phi (asymmetric) [B, N, N, bins]."""
+
+    config: ModelConfig
+    policy: Policy
+
+    @nn.compact
+    def __call__(self, pair: jnp.ndarray) -> dict:
+        return {
+            f"orient_{k}_logits": _pair_logits(pair, nb, self.policy, k, symmetric=(k == "omega"))
+            for k, nb in rc.ORIENTATION_NUM_BINS.items()
+        }
+
+    @staticmethod
+    def loss(outputs: dict, batch: dict, config: ModelConfig) -> dict:
+        """{"orientation_loss": [B]} (mean of the three) and "orient_<angle>_loss" [B] each."""
+        bins, mask = orientation_targets(batch["atom_positions"], batch["atom_mask"])
+        mask = mask * batch["pair_mask"].astype(jnp.float32)
+        out = {f"orient_{k}_loss": jax.vmap(_masked_ce)(outputs[f"orient_{k}_logits"], bins[k], mask) for k in bins}
+        out["orientation_loss"] = sum(out.values()) / len(bins)
+        return out
+
+
+class SecondaryStructureHead(nn.Module):
+    """DSSP 8-state logits [B, N, 8] from the 1D embedding (3-state by summing states)."""
+
+    config: ModelConfig
+    policy: Policy
+
+    @nn.compact
+    def __call__(self, emb: jnp.ndarray) -> dict:
+        p = self.policy
+        logits = nn.Dense(rc.NUM_SS8, dtype=p.output_dtype, param_dtype=p.param_dtype, name="logits")(
+            emb.astype(p.output_dtype)
+        )
+        return {"ss8_logits": logits}
+
+    @staticmethod
+    def loss(outputs: dict, batch: dict, config: ModelConfig) -> dict:
+        """{"ss_loss": [B]}: masked CE against the batch's DSSP states ("ss8", "ss_mask")."""
+        return {"ss_loss": jax.vmap(_masked_ce)(outputs["ss8_logits"], batch["ss8"], batch["ss_mask"])}

@@ -15,7 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from foldnet.model.config import ModelConfig
-from foldnet.model.heads import DistogramHead, TorsionHead
+from foldnet.model.heads import (
+    CaDistogramHead,
+    DistogramHead,
+    OrientationHead,
+    SecondaryStructureHead,
+    TorsionHead,
+)
 from foldnet.model.precision import get_policy
 from foldnet.model.resnet1d import ResNet1D
 from foldnet.model.resnet2d import ResNet2D
@@ -40,7 +46,9 @@ class FoldNet(nn.Module):
         Returns:
           float32 logits: "dist_logits" [B, N, N, 65] (symmetric) when the distogram
           head is built; "phi_logits", "psi_logits" (+ "omega_logits") [B, N, 36]
-          when the torsion head is built.
+          when the torsion head is built; "ca_dist_logits" [B, N, N, 65],
+          "orient_{omega,theta,phi}_logits" [B, N, N, 25 / 25 / 13] and "ss8_logits" [B, N, 8]
+          when those heads are built.
         """
         cfg = self.config
         policy = get_policy(cfg.dtype)
@@ -48,9 +56,16 @@ class FoldNet(nn.Module):
         out: dict[str, jnp.ndarray] = {}
         if cfg.torsion_weight > 0:
             out.update(TorsionHead(cfg, policy, name="torsion_head")(emb))
-        if cfg.distogram_weight > 0:
+        if cfg.ss_weight > 0:
+            out.update(SecondaryStructureHead(cfg, policy, name="ss_head")(emb))
+        if cfg.distogram_weight > 0 or cfg.ca_distogram_weight > 0 or cfg.orientation_weight > 0:
             pair = ResNet2D(cfg, policy, name="trunk_2d")(emb, batch, train=train)
-            out.update(DistogramHead(cfg, policy, name="distogram_head")(pair))
+            if cfg.distogram_weight > 0:
+                out.update(DistogramHead(cfg, policy, name="distogram_head")(pair))
+            if cfg.ca_distogram_weight > 0:
+                out.update(CaDistogramHead(cfg, policy, name="ca_distogram_head")(pair))
+            if cfg.orientation_weight > 0:
+                out.update(OrientationHead(cfg, policy, name="orientation_head")(pair))
         return {k: v.astype(jnp.float32) for k, v in out.items()}
 
 
@@ -75,10 +90,17 @@ def head_losses(cfg: ModelConfig, outputs: dict, batch: dict) -> dict:
         t = TorsionHead.loss(outputs, batch, cfg)
         aux.update(t)
         total = total + cfg.torsion_weight * t["torsion_loss"]
-    if cfg.distogram_weight > 0:
-        d = DistogramHead.loss(outputs, batch, cfg)
-        aux.update(d)
-        total = total + cfg.distogram_weight * d["distogram_loss"]
+    heads = (
+        (cfg.distogram_weight, DistogramHead, "distogram_loss"),
+        (cfg.ca_distogram_weight, CaDistogramHead, "ca_distogram_loss"),
+        (cfg.orientation_weight, OrientationHead, "orientation_loss"),
+        (cfg.ss_weight, SecondaryStructureHead, "ss_loss"),
+    )
+    for weight, head, key in heads:
+        if weight > 0:
+            d = head.loss(outputs, batch, cfg)
+            aux.update(d)
+            total = total + weight * d[key]
     aux["loss_per_example"] = total
     return aux
 

@@ -152,8 +152,10 @@ def check_train_config(cfg: TrainConfig) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(key, f"must be >= 0, got {value}")
-    if not 0.0 <= cfg.data.profile_dropout <= 1.0:
-        raise ConfigError("data.profile_dropout", f"must be in [0, 1], got {cfg.data.profile_dropout}")
+    for key in ("profile_dropout", "discontiguous_prob"):
+        value = getattr(cfg.data, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"data.{key}", f"must be in [0, 1], got {value}")
     if cfg.halt_at_step is not None and cfg.halt_at_step < 1:
         raise ConfigError("halt_at_step", f"must be >= 1 or null, got {cfg.halt_at_step}")
 

@@ -132,6 +132,7 @@ def _train_loader(cfg: TrainConfig, train_path, pidx: int, pcount: int) -> tuple
         train_ds, cfg.data.crop_size, per_process, cfg.seed, shuffle=True, random_crop=True, repeat=True,
         drop_remainder=True, profile_dropout=cfg.data.profile_dropout, min_length=cfg.data.min_length,
         process_index=pidx, process_count=pcount, prefetch=cfg.data.prefetch,
+        discontiguous_prob=cfg.data.discontiguous_prob, secondary_structure=cfg.model.ss_weight > 0,
     )
     return train_ds, loader
 
@@ -197,7 +198,7 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
     example = loader.make_batch(0, 0)  # pure function of (epoch, index): does not move the loader
     model, optimizer, state = create_train_state(cfg.model, cfg.optim, cfg.seed, example)
     n_params = count_params(state.params)
-    pstep = parallelize_train_step(model, optimizer, cfg.parallel)
+    pstep = parallelize_train_step(model, optimizer, cfg.parallel, ema_decay=cfg.optim.ema_decay)
 
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint)
     state, start_step = _resumed(cfg, ckpt, state, loader)
@@ -216,15 +217,25 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
         baseline = evaluate_baselines(val_ds, prior, cfg.val)
         logger.log("baseline", start_step, baseline)
 
-    def validate(step: int) -> dict:
-        params = state.params
-        metrics = validation_metrics(
+    with_ss = cfg.model.ss_weight > 0
+
+    def score(params: Any, dataset: H5Dataset, num_chains: Optional[int] = None) -> dict:
+        return validation_metrics(
             lambda b: _predict_padded(pstep, params, b),
-            validation_batches(val_ds, cfg.val),
+            validation_batches(dataset, cfg.val, num_chains=num_chains, secondary_structure=with_ss),
             min_separation=cfg.model.distogram_min_separation,
         )
-        metrics["elapsed_s"] = time.perf_counter() - t_start  # training wall time so far
+
+    def validate(step: int) -> dict:
+        elapsed = time.perf_counter() - t_start  # training wall time so far
+        metrics = score(state.eval_params, val_ds)
+        metrics["elapsed_s"] = elapsed
         logger.log("val", step, metrics)
+        if state.ema_params is not None and cfg.val.raw_params:
+            logger.log("val_raw", step, {**score(state.params, val_ds), "elapsed_s": elapsed})
+        if cfg.val.train_chains > 0:
+            logger.log("val_train", step, {**score(state.eval_params, train_ds, cfg.val.train_chains),
+                                           "elapsed_s": elapsed})
         return metrics
 
     # -- the loop ----------------------------------------------------------------------------------

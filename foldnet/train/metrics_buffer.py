@@ -17,9 +17,9 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-# Step metrics averaged into the "train" lines (the rest are counters or per example).
-MEAN_KEYS = ("loss", "distogram_loss", "torsion_loss", "phi_loss", "psi_loss", "omega_loss",
-             "grad_norm", "param_norm", "update_norm", "learning_rate")
+# Step metrics averaged into the "train" lines, besides every head's "<name>_loss" (the rest
+# are counters or per example).
+MEAN_KEYS = ("loss", "grad_norm", "param_norm", "update_norm", "learning_rate")
 
 
 class MetricsBuffer:
@@ -55,8 +55,8 @@ class MetricsBuffer:
             if m["skipped"] > 0:
                 self._on_skip(step, m)
                 continue
-            for k in MEAN_KEYS:
-                if k in m:
+            for k in m:
+                if k in MEAN_KEYS or k.endswith("_loss"):
                     self._sums[k] = self._sums.get(k, 0.0) + float(m[k])
             self._n += 1
             self.last_loss = float(m["loss"])

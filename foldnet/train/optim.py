@@ -31,6 +31,11 @@ class OptimConfig:
       b1, b2, eps: Adam moments.
       max_consecutive_skips: the loop stops after this many consecutive non-finite steps.
       min_lr_ratio: final learning rate as a fraction of the peak.
+      ema_decay: exponential moving average of the parameters kept in the train state
+        (0 = none). The decay ramps up as min(ema_decay, (1 + t) / (10 + t)) at step t
+        (TensorFlow's ExponentialMovingAverage with num_updates), so early averages are
+        not dominated by the initialisation. Validation, checkpoint ranking and export
+        use the average when there is one.
     """
 
     learning_rate: float = 1e-3
@@ -43,6 +48,7 @@ class OptimConfig:
     eps: float = 1e-8
     max_consecutive_skips: int = 10
     min_lr_ratio: float = 0.01
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         if self.learning_rate <= 0:
@@ -55,6 +61,8 @@ class OptimConfig:
             )
         if self.max_consecutive_skips < 1:
             raise ValueError("OptimConfig.max_consecutive_skips must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"OptimConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 def make_schedule(cfg: OptimConfig) -> optax.Schedule:

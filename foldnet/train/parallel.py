@@ -17,6 +17,7 @@ process feeds its own slice of the global batch).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping, Optional
 
 import jax
@@ -124,6 +125,7 @@ class ParallelStep:
         optimizer: optax.GradientTransformation,
         cfg: ParallelConfig,
         compiler_options: Optional[dict] = None,
+        ema_decay: float = 0.0,
     ):
         self.cfg = cfg
         self.compiler_options = compiler_options
@@ -141,7 +143,7 @@ class ParallelStep:
             self.num_devices = self.num_local_devices = 1
             if jax.process_count() > 1:
                 raise ValueError("mode 'none' cannot run multi-process; use shard_map or pmap")
-        self._build(make_train_step, optimizer)
+        self._build(functools.partial(make_train_step, ema_decay=ema_decay), optimizer)
 
     # -- construction ---------------------------------------------------------------------------
     def _build(self, make_step, optimizer) -> None:
@@ -310,6 +312,7 @@ def parallelize_train_step(
     cfg: ParallelConfig,
     *,
     compiler_options: Optional[dict] = None,
+    ema_decay: float = 0.0,
 ) -> ParallelStep:
     """The train (and eval) step for ``cfg.mode``, placed on the devices of this run.
 
@@ -320,7 +323,8 @@ def parallelize_train_step(
       compiler_options: XLA options for the jitted steps (modes none / shard_map; pmap
         takes none), e.g. ``{"xla_backend_optimization_level": 0}``, which cuts XLA:CPU
         compile time ~3x at the cost of slower steps (tests, short debug runs).
+      ema_decay: ``OptimConfig.ema_decay`` (the step then updates the parameter average).
     Returns:
       a ParallelStep (``step``, ``eval``, ``shard_batch``, ``replicate``, ``unreplicate``).
     """
-    return ParallelStep(model, optimizer, cfg, compiler_options=compiler_options)
+    return ParallelStep(model, optimizer, cfg, compiler_options=compiler_options, ema_decay=ema_decay)

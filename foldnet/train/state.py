@@ -26,6 +26,7 @@ class TrainState:
       rng: base PRNG key (raw uint32[2]); each step folds in ``step`` (never reused).
       consecutive_skips: int32, current run of non-finite (skipped) steps.
       total_skips: int32, all skipped steps so far.
+      ema_params: exponential moving average of ``params`` (``optim.ema_decay`` > 0), else None.
     """
 
     step: jnp.ndarray
@@ -34,6 +35,12 @@ class TrainState:
     rng: jax.Array
     consecutive_skips: jnp.ndarray
     total_skips: jnp.ndarray
+    ema_params: Any = None
+
+    @property
+    def eval_params(self) -> Any:
+        """The parameters to validate and export: the average when there is one."""
+        return self.params if self.ema_params is None else self.ema_params
 
 
 def init_params(model: FoldNet, key: jax.Array, example_batch: dict) -> Any:
@@ -90,5 +97,7 @@ def create_train_state(
         rng=train_key,
         consecutive_skips=jnp.zeros((), jnp.int32),
         total_skips=jnp.zeros((), jnp.int32),
+        # A copy, not the same buffers: the step donates the state.
+        ema_params=jax.tree_util.tree_map(jnp.copy, params) if optim_cfg.ema_decay > 0 else None,
     )
     return model, optimizer, state

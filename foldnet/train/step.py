@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from foldnet.model.heads import torsion_circular_mean
+from foldnet.model.heads import TORSION_NAMES, torsion_circular_mean
 from foldnet.model.model import FoldNet, head_losses, loss_fn
 from foldnet.train.optim import current_learning_rate
 from foldnet.train.state import TrainState
@@ -36,7 +36,8 @@ def _tree_select(pred: jnp.ndarray, on_true: Any, on_false: Any) -> Any:
 
 
 def make_train_step(
-    model: FoldNet, optimizer: optax.GradientTransformation, *, axis_name: Optional[str] = None
+    model: FoldNet, optimizer: optax.GradientTransformation, *, axis_name: Optional[str] = None,
+    ema_decay: float = 0.0,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The pure per-device training step.
 
@@ -46,6 +47,8 @@ def make_train_step(
       axis_name: the data-parallel axis name when run under shard_map / pmap; the
         gradients and scalar metrics are averaged over it (each device holds an
         equal share of the global batch, so the mean of means is the global mean).
+      ema_decay: the parameter average's decay (``OptimConfig.ema_decay``); the state must
+        then carry ``ema_params``. Skipped steps leave the average unchanged.
     Returns:
       step(state, batch) -> (new_state, metrics). Metrics (f32 scalars unless noted):
       loss, one "<head>_loss" per head, grad_norm, param_norm, update_norm,
@@ -55,6 +58,8 @@ def make_train_step(
     """
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        if ema_decay > 0 and state.ema_params is None:
+            raise ValueError("ema_decay > 0 but the train state has no ema_params (optim.ema_decay)")
         # A fresh key per step (and per device): never reuse dropout masks.
         rng = jax.random.fold_in(state.rng, state.step)
         if axis_name is not None:
@@ -80,6 +85,12 @@ def make_train_step(
 
         params = _tree_select(finite, new_params, state.params)
         opt_state = _tree_select(finite, new_opt_state, state.opt_state)
+        ema = state.ema_params
+        if ema_decay > 0:
+            t = state.step.astype(jnp.float32)
+            decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
+            new_ema = jax.tree_util.tree_map(lambda e, q: decay * e + (1.0 - decay) * q, ema, params)
+            ema = _tree_select(finite, new_ema, ema)
         skipped = jnp.logical_not(finite).astype(jnp.int32)
         consecutive = jnp.where(finite, 0, state.consecutive_skips + 1).astype(jnp.int32)
         new_state = state.replace(
@@ -88,6 +99,7 @@ def make_train_step(
             opt_state=opt_state,
             consecutive_skips=consecutive,
             total_skips=(state.total_skips + skipped).astype(jnp.int32),
+            ema_params=ema,
         )
         metrics = dict(means)
         metrics.update(
@@ -117,8 +129,8 @@ def make_eval_step(model: FoldNet, *, axis_name: Optional[str] = None) -> Callab
     Returns:
       eval_step(params, batch) -> dict of f32 arrays: "dist_probs" [B, N, N, 65],
       "<angle>_probs" [B, N, 36] and "<angle>" [B, N] (circular mean, radians) for
-      each predicted angle, each head's per-example losses [B], "loss_per_example"
-      [B] and "loss" (scalar).
+      each predicted angle, "ss8_probs" [B, N, 8] with the secondary-structure head,
+      each head's per-example losses [B], "loss_per_example" [B] and "loss" (scalar).
     """
 
     def eval_step(params: Any, batch: dict) -> dict:
@@ -126,8 +138,11 @@ def make_eval_step(model: FoldNet, *, axis_name: Optional[str] = None) -> Callab
         out = head_losses(model.config, outputs, batch)
         for key, logits in outputs.items():
             name = key[: -len("_logits")]
-            out[f"{name}_probs"] = jax.nn.softmax(logits, axis=-1)
-            if name != "dist":
+            # The auxiliary pair heads (CA distogram, orientations) are scored by their
+            # losses only: their [B, N, N, bins] probabilities would be host traffic for nothing.
+            if name in ("dist", "ss8") or name in TORSION_NAMES:
+                out[f"{name}_probs"] = jax.nn.softmax(logits, axis=-1)
+            if name in TORSION_NAMES:
                 out[name] = torsion_circular_mean(logits)
         loss = jnp.mean(out["loss_per_example"])
         out["loss"] = lax.pmean(loss, axis_name) if axis_name is not None else loss

@@ -40,6 +40,8 @@ from foldnet.metrics.distances import NLL_PROB_FLOOR
 from foldnet.metrics.torsions import circular_abs_error_deg, expected_angle
 
 TORSION_ANGLES = ("phi", "psi")
+# Per-example losses of the auxiliary heads, averaged over chains in the validation lines.
+AUX_LOSSES = ("ca_distogram_loss", "orientation_loss", "ss_loss")
 
 
 @dataclasses.dataclass
@@ -57,6 +59,10 @@ class ValConfig:
       baselines: also score the sequence-separation / residue-type priors on the same chains.
       prior_max_separation: separations >= this share one pooled prior distribution.
       prior_max_chains: fit the priors on at most this many training chains (<= 0: all).
+      train_chains: also score the first this many *training* chains the same way at every
+        validation ("val_train" lines: the train/validation gap, i.e. over- or under-fitting).
+      raw_params: with a parameter EMA (optim.ema_decay > 0) "val" scores the EMA; this also
+        scores the raw parameters ("val_raw" lines).
     """
 
     every_steps: int = 500
@@ -69,6 +75,8 @@ class ValConfig:
     baselines: bool = True
     prior_max_separation: int = 64
     prior_max_chains: int = 0
+    train_chains: int = 0
+    raw_params: bool = False
 
 
 def top_l5_long_range_precision(
@@ -109,6 +117,8 @@ class MetricAccumulator:
         self.precisions: list[float] = []
         self.abs_err = {a: [0.0, 0] for a in TORSION_ANGLES}
         self.num_chains = 0
+        self.aux_losses: dict[str, list[float]] = {}
+        self.ss_hits = {"ss8": [0, 0], "ss3": [0, 0]}
 
     def add_chain(
         self,
@@ -157,6 +167,22 @@ class MetricAccumulator:
                 self.abs_err[name][0] += float(err.sum())
                 self.abs_err[name][1] += int(m.sum())
 
+    def add_aux(self, name: str, loss: float) -> None:
+        """One chain's loss of an auxiliary head (reported as the mean over chains)."""
+        self.aux_losses.setdefault(name, []).append(float(loss))
+
+    def add_secondary_structure(self, ss8_probs: np.ndarray, ss8: np.ndarray, ss_mask: np.ndarray) -> None:
+        """Q8 / Q3 accuracy counts of one chain ([L, 8] probabilities vs [L] DSSP states)."""
+        m = ss_mask > 0
+        if not m.any():
+            return
+        pred8 = np.argmax(ss8_probs[m], axis=-1)
+        p3 = np.zeros(ss8_probs[m].shape[:-1] + (3,), np.float64)
+        np.add.at(p3.T, rc.SS8_TO_SS3, ss8_probs[m].T)  # sum the 8 states into their 3 classes
+        for key, pred, true in (("ss8", pred8, ss8[m]), ("ss3", np.argmax(p3, -1), rc.SS8_TO_SS3[ss8[m]])):
+            self.ss_hits[key][0] += int((pred == true).sum())
+            self.ss_hits[key][1] += int(m.sum())
+
     def result(self) -> dict[str, float]:
         """The metrics so far (NaN where nothing was scored)."""
         out = {
@@ -169,6 +195,11 @@ class MetricAccumulator:
             out[f"{name}_mae_deg"] = s / n if n else float("nan")
             maes.append(out[f"{name}_mae_deg"])
         out["torsion_mae_deg"] = float(np.mean(maes))
+        for name, values in self.aux_losses.items():
+            out[name] = float(np.mean(values))
+        for key, (hit, total) in self.ss_hits.items():
+            if total:
+                out[f"{key}_accuracy"] = hit / total
         out["num_chains"] = self.num_chains
         out["num_pairs"] = self.nll_count
         return out
@@ -193,24 +224,28 @@ def _pad_batch(batch: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     return out
 
 
-def validation_batches(val: H5Dataset | str, cfg: ValConfig) -> Iterator[dict[str, np.ndarray]]:
+def validation_batches(val: H5Dataset | str, cfg: ValConfig, *, num_chains: Optional[int] = None,
+                       secondary_structure: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """The deterministic validation batches (first ``cfg.num_chains`` chains, file order).
 
     Args:
       val: the validation split (H5Dataset or path).
       cfg: validation options.
+      num_chains: overrides ``cfg.num_chains`` (e.g. for the training-split lines).
+      secondary_structure: fill the DSSP targets (a model with the secondary-structure head).
 
     Yields:
       Loader batches; padding examples have ``example_id`` -1.
     """
     ds = val if isinstance(val, H5Dataset) else H5Dataset(val)
-    limit = len(ds) if cfg.num_chains <= 0 else min(cfg.num_chains, len(ds))
+    wanted = cfg.num_chains if num_chains is None else num_chains
+    limit = len(ds) if wanted <= 0 else min(wanted, len(ds))
     if cfg.mode == "full":
-        source: Iterator[dict] = full_length_batches(ds, cfg.batch_size, cfg.max_length)
+        source: Iterator[dict] = full_length_batches(ds, cfg.batch_size, cfg.max_length, secondary_structure)
     elif cfg.mode == "crop":
         source = iter(
             CropLoader(ds, cfg.crop_size, cfg.batch_size, seed=0, shuffle=False, random_crop=False,
-                       repeat=False, drop_remainder=False, prefetch=0)
+                       repeat=False, drop_remainder=False, prefetch=0, secondary_structure=secondary_structure)
         )
     else:
         raise ValueError(f"val.mode must be 'full' or 'crop', got {cfg.mode!r}")
@@ -222,7 +257,7 @@ def validation_batches(val: H5Dataset | str, cfg: ValConfig) -> Iterator[dict[st
         over = (ex >= 0) & (ex >= limit)  # file order: chain index == position
         if over.any():
             batch = {k: v.copy() for k, v in batch.items()}
-            for k in ("seq_mask", "pair_mask", "torsion_mask", "length", "has_profile"):
+            for k in ("seq_mask", "pair_mask", "torsion_mask", "atom_mask", "ss_mask", "length", "has_profile"):
                 batch[k][over] = 0
             batch["example_id"][over] = -1
         seen += int(((ex >= 0) & ~over).sum())
@@ -280,6 +315,12 @@ def score_batch(acc: MetricAccumulator, batch: Mapping[str, np.ndarray], out: Ma
             batch["torsion_mask"][b, :n],
             batch["residue_index"][b, :n],
         )
+        for name in AUX_LOSSES:
+            if name in out:
+                acc.add_aux(name, float(np.asarray(out[name])[b]))
+        if "ss8_probs" in out and "ss8" in batch:
+            acc.add_secondary_structure(np.asarray(out["ss8_probs"][b, :n]), batch["ss8"][b, :n],
+                                        batch["ss_mask"][b, :n])
 
 
 def validation_metrics(
