@@ -302,7 +302,7 @@ def write_outputs(
     if fmt in ("pdb", "both"):
         write_pdb(model, out_dir / f"{stem}.pdb")
     if fmt in ("cif", "both"):
-        write_mmcif(model, out_dir / f"{stem}.cif")
+        write_mmcif(model, out_dir / f"{stem}.cif", local_metric="pLDDT" if calibration is not None else None)
     # The npz goes last: its presence (with the same settings) marks the record finished.
     with atomic.atomic_path(out_dir / f"{stem}.npz", suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
