@@ -455,7 +455,7 @@ def confidence_scores(dist_probs: np.ndarray, model: Protein, native: Native, ha
       (residues: ``plddt`` [L] (the written B-factors), ``lddt`` [L] true per-residue
       lDDT-Calpha x 100 (None where undefined), ``features`` [L, F] (``confidence.FEATURES``,
       what ``foldnet.inference.calibrate`` fits on); pair scores: Pearson / Spearman of the
-      predicted distance error vs the actual |E[d] - d_true| over pairs |i-j| >= 3.)
+      predicted distance error vs the actual |E[d] - min(d_true, 22.31 A)| over pairs |i-j| >= 3.)
     """
     from foldnet import metrics as M
     from foldnet.structure import confidence as C
@@ -466,7 +466,9 @@ def confidence_scores(dist_probs: np.ndarray, model: Protein, native: Native, ha
     model_ca = model.atom_positions[:, rc.CA_IDX].astype(np.float64)
     true = 100.0 * M.lddt_per_residue(model_ca, native.ca, native.mask)
     pde = C.distance_error_matrix(dist_probs)
-    actual = np.abs(M.expected_distance(dist_probs) - native.dist)
+    # The distogram cannot tell 25 A from 40 A (its last bin is open), so the actual error is
+    # taken against the true distance capped at the last bin's centre: the error it can express.
+    actual = np.abs(M.expected_distance(dist_probs) - np.minimum(native.dist, rc.DISTOGRAM_CENTERS[-1]))
     idx = np.arange(len(pde))
     far = np.abs(idx[:, None] - idx[None, :]) >= 3
     pairs = far & np.isfinite(actual)
@@ -932,7 +934,7 @@ def write_markdown(out: Path, summary: dict) -> None:
         "",
         f"Confidence: {s['settings'].get('confidence', '-')}. Residue r: pooled over residues (and the mean of "
         "per-domain r); domain r: per-domain mean pLDDT vs lDDT-Ca and vs TM-score; ECE over "
-        f"{CALIBRATION_BINS} bins of 0-100; PDE r: predicted distance error vs |E[d] - d_true|, pairs |i-j| >= 3, "
+        f"{CALIBRATION_BINS} bins of 0-100; PDE r: predicted distance error vs |E[d] - min(d_true, 22.3 A)|, pairs |i-j| >= 3, "
         "mean over domains.",
         "",
         calibration_table(s["confidence_calibration"]),
