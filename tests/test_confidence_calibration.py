@@ -160,3 +160,32 @@ def test_mmcif_carries_plddt_and_round_trips(testdata, tmp_path):
     assert np.allclose(np.asarray(d["_ma_qa_metric_local.metric_value"], float), plddt, atol=0.01)
     back = read_structure(path)
     assert np.allclose(np.asarray(back.b_factors), plddt, atol=0.01)
+
+
+def test_write_outputs_both_formats_carry_the_calibrated_plddt(testdata, tmp_path):
+    from types import SimpleNamespace
+
+    from Bio.PDB.MMCIF2Dict import MMCIF2Dict
+
+    from foldnet.inference.predict import write_outputs
+
+    p = next(iter_proteinnet(testdata / "proteinnet" / "validation.gz"))
+    p = geometry_np.with_virtual_cb(p.select(np.arange(24))).replace(id="q1")
+    dmap, _ = geometry_np.cb_distance_map(p)
+    probs = _one_hot(24, rc.distance_to_bin(dmap))
+    dist = {"dist_probs": probs, "phi_probs": np.full((24, 36), 1 / 36), "psi_probs": np.full((24, 36), 1 / 36),
+            "pair_coverage": np.ones((24, 24))}
+    rng = np.random.default_rng(3)
+    feats = rng.uniform(0, 1, (200, len(C.FEATURES)))
+    calib = C.Calibration.fit(feats, 100 * feats[:, 1])
+    fold_result = SimpleNamespace(protein=p, energy=1.0, confidence=np.zeros(24))
+    conf = write_outputs(tmp_path, p, dist, fold_result, False, False, calibration=calib, fmt="both")
+    # The model is the native and the distogram one-hot on it: expected lDDT 1 -> the top of the map.
+    assert np.allclose(conf, calib.predict(C.residue_features(probs, dmap, False)), atol=1e-4)
+    pde = json.loads((tmp_path / "q1_pde.json").read_text())[0]["predicted_distance_error"]
+    assert np.allclose(pde, 0.0)
+    d = MMCIF2Dict(str(tmp_path / "q1.cif"))
+    assert np.allclose(np.asarray(d["_ma_qa_metric_local.metric_value"], float), conf, atol=0.01)
+    assert (tmp_path / "q1.pdb").is_file()
+    with pytest.raises(ValueError, match="distogram is"):
+        write_outputs(tmp_path, p.select(np.arange(20)), dist, fold_result, False, False)
