@@ -103,6 +103,10 @@ def test_calibration_is_monotone_and_round_trips(tmp_path):
     (tmp_path / C.CALIBRATION_FILE).write_text(calib.to_json())
     again = C.load_calibration(tmp_path)
     assert np.allclose(again.predict(feats), calib.predict(feats))
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": {C.CALIBRATION_FILE: "0" * 64}}))
+    with pytest.raises(ValueError, match="does not match the manifest"):
+        C.load_calibration(tmp_path)
+    (tmp_path / "manifest.json").unlink()
     bad = json.loads(calib.to_json())
     bad["features"] = ["other"]
     (tmp_path / C.CALIBRATION_FILE).write_text(json.dumps(bad))

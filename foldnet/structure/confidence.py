@@ -238,6 +238,16 @@ def load_calibration(folder) -> Optional[Calibration]:
         log.warning("%s does not exist: the B-factors fall back to the uncalibrated distogram sharpness "
                     "(not an lDDT estimate); refit with scripts/fit_confidence.py", path)
         return None
+    # A shipped model lists the file's sha256 in its manifest: a replaced or damaged
+    # calibration is refused, as damaged weights are.
+    manifest = Path(folder) / "manifest.json"
+    if manifest.is_file():
+        import hashlib
+
+        want = (json.loads(manifest.read_text(encoding="utf-8")).get("files") or {}).get(CALIBRATION_FILE)
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        if want is not None and want != got:
+            raise ValueError(f"{path}: sha256 {got} does not match the manifest ({want}); refit or re-export")
     return Calibration.load(path)
 
 
