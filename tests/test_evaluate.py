@@ -80,7 +80,14 @@ def test_report_files_and_columns(workdir, first_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_domains"] == 2 and summary["paired_domains"] == 2
     assert set(summary["overall"]) == set(ev.METHODS)
+    for m in ev.METHODS:
+        c = summary["confidence_calibration"][m]
+        assert c["num_domains"] == 2 and c["num_residues"] > 0
+        assert -1.0 <= c["residue_pearson"] <= 1.0 and 0.0 <= c["ece"] <= 100.0
+        assert 0.0 <= c["mean_plddt"] <= 100.0 and sum(c["reliability"]["count"]) == 2 * 38
+    assert (out / "plddt_reliability.png").stat().st_size > 1000
     md = (out / "report.md").read_text()
+    assert "## Confidence calibration" in md
     for heading in ("## Overall", "## By CATH class", "## By length", "| true_distogram | 2 |"):
         assert heading in md
 

@@ -76,7 +76,7 @@ def test_valid_record_finishes_invalid_is_reported(workdir, single_run, query):
     assert not bad.ok and bad.id == "broken"
     assert "in.fasta:5" in bad.error and "invalid sequence character '1'" in bad.error
     out = workdir / "single"
-    assert sorted(p.name for p in out.iterdir()) == ["16pkA.npz", "16pkA.pdb", "16pkA.png", "predict.log", "summary.tsv"]
+    assert sorted(p.name for p in out.iterdir()) == ["16pkA.npz", "16pkA.pdb", "16pkA.png", "16pkA_pde.json", "predict.log", "summary.tsv"]
     rows = [l.split("\t") for l in (out / "summary.tsv").read_text().splitlines()]
     assert rows[0][:4] == ["id", "ok", "length", "mode"]
     assert rows[1][:4] == ["16pkA", "1", "256", "single"] and rows[2][:2] == ["broken", "0"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -41,8 +42,13 @@ def test_damaged_weights_are_refused(tmp_path, monkeypatch):
 
 def test_export_round_trip(tmp_path):
     run = make_tiny_run(tmp_path / "run")
-    out = pretrained.export_pretrained(run, "tiny-test", out_root=tmp_path / "models", extra={"note": "x"})
-    assert sorted(p.name for p in out.iterdir()) >= ["config.yaml", "manifest.json", "params.msgpack"]
+    out = pretrained.export_pretrained(run, "tiny-test", out_root=tmp_path / "models", extra={"note": "x"},
+                                       extra_files={"confidence.json": b"{}\n"})
+    manifest = json.loads((out / "manifest.json").read_text())
+    # sha256 of the three bytes "{}\n"
+    assert manifest["files"]["confidence.json"] == hashlib.sha256(b"{}\n").hexdigest()
+    assert (out / "confidence.json").read_bytes() == b"{}\n"
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "manifest.json", "params.msgpack", "confidence.json"}
     assert not any(p.name.startswith(".") for p in (tmp_path / "models").iterdir())  # no temp left
     cfg_a, params_a = load_for_inference(run)
     import foldnet.inference.pretrained as P

@@ -86,7 +86,19 @@ def run(cfg: DictConfig) -> dict[str, str]:
     print(f"  training: {summary.get('steps_done')} steps, final loss {summary.get('final_train_loss'):.3f}")
     ok = sum(r.ok for r in results)
     print(f"  predicted {ok}/{len(results)} records")
+    pred = out / "predictions"
+    for r in results:
+        if r.ok:
+            # What a user reads first: the pLDDT (B-factors), the distance-error matrix, the plot.
+            print(f"    {r.id}: structure {pred / r.file}.pdb (pLDDT in the B-factors), "
+                  f"distance error {pred / r.file}_pde.json, plot {pred / r.file}.png")
     print(f"  evaluated {esum.get('num_domains')} domains; report: {out / 'evaluation' / 'report.md'}")
+    calib = esum.get("confidence_calibration", {})
+    for m, c in calib.items():
+        if c.get("num_domains"):
+            print(f"    {m}: pLDDT vs true lDDT-Ca per residue r={c['residue_pearson']:.2f}, "
+                  f"mean pLDDT {c['mean_plddt']:.1f} vs true {c['mean_true_lddt']:.1f} "
+                  f"(reliability diagram: {out / 'evaluation' / 'plddt_reliability.png'})")
     print("outputs:")
     for k, v in where.items():
         print(f"  {k:<14} {v}")

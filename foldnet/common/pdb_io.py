@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -81,11 +82,14 @@ def to_pdb(protein: Protein) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-def to_mmcif(protein: Protein) -> str:
+def to_mmcif(protein: Protein, local_metric: Optional[str] = None) -> str:
     """mmCIF text of one chain (``_atom_site`` loop), written by Biopython's ``MMCIFIO``.
 
     Args:
       protein: the chain (multi-character chain ids are allowed here).
+      local_metric: name of the per-residue score in ``b_factors`` (e.g. "pLDDT"); when
+        given, the ModelCIF ``ma_qa_metric`` / ``ma_qa_metric_local`` categories carry it too
+        (what ModelArchive, PyMOL and ChimeraX read a per-residue confidence from).
     Returns:
       The file text.
     """
@@ -111,7 +115,26 @@ def to_mmcif(protein: Protein) -> str:
     writer = MMCIFIO()
     writer.set_structure(sb.get_structure())
     writer.save(out)
-    return out.getvalue()
+    text = out.getvalue()
+    if local_metric is not None:
+        text = text.rstrip("\n") + "\n" + _qa_metric_loops(protein, bfac, local_metric)
+    return text
+
+
+def _qa_metric_loops(protein: Protein, scores: np.ndarray, name: str) -> str:
+    """ModelCIF ``ma_qa_metric`` (one local metric) and ``ma_qa_metric_local`` (one row a residue)."""
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"local_metric name must be a plain word, got {name!r}")
+    chain = protein.chain_id or "A"
+    lines = ["#", "loop_", "_ma_qa_metric.id", "_ma_qa_metric.name", "_ma_qa_metric.type",
+             "_ma_qa_metric.mode", "_ma_qa_metric.software_group_id", f"1 {name} pLDDT local .", "#",
+             "loop_"] + [f"_ma_qa_metric_local.{k}" for k in (
+                 "ordinal_id", "model_id", "label_asym_id", "label_seq_id", "label_comp_id", "metric_id",
+                 "metric_value")]
+    for k in range(len(protein)):
+        resname = rc.RESTYPE_1TO3[rc.RESTYPES_WITH_X[int(protein.aatype[k])]]
+        lines.append(f"{k + 1} 1 {chain} {int(protein.residue_index[k])} {resname} 1 {float(scores[k]):.2f}")
+    return "\n".join(lines + ["#"]) + "\n"
 
 
 def write_pdb(protein: Protein, path: str | os.PathLike) -> None:
@@ -119,6 +142,6 @@ def write_pdb(protein: Protein, path: str | os.PathLike) -> None:
     atomic.write_text(path, to_pdb(protein))
 
 
-def write_mmcif(protein: Protein, path: str | os.PathLike) -> None:
-    """Write ``to_mmcif(protein)`` atomically (temp file + rename)."""
-    atomic.write_text(path, to_mmcif(protein))
+def write_mmcif(protein: Protein, path: str | os.PathLike, local_metric: Optional[str] = None) -> None:
+    """Write ``to_mmcif(protein, local_metric)`` atomically (temp file + rename)."""
+    atomic.write_text(path, to_mmcif(protein, local_metric))

@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("single", "profile", "prior", "true_distogram")
 PDB_SUFFIXES = ("", ".pdb", ".pdb.gz", ".ent", ".ent.gz", ".cif", ".cif.gz")
-RESULT_VERSION = 1
+RESULT_VERSION = 2  # 2: per-residue confidence, its features and true lDDT; distance-error scores
 
 # Per-domain metric columns of results.csv, in order (all per method row).
 CONTACT_COLUMNS = [
@@ -75,7 +75,8 @@ CONTACT_COLUMNS = [
 DISTANCE_COLUMNS = [f"mae_{r}_d{c}" for r in ("short", "medium", "long") for c in (8, 12)]
 DISTOGRAM_COLUMNS = CONTACT_COLUMNS + DISTANCE_COLUMNS + ["dist_nll", "contact_ece"]
 TORSION_COLUMNS = ["phi_mae_deg", "psi_mae_deg", "phi_circ_corr", "psi_circ_corr"]
-STRUCTURE_COLUMNS = ["rmsd", "tm_score", "gdt_ts", "gdt_ha", "lddt_ca", "fold_energy", "mean_confidence"]
+STRUCTURE_COLUMNS = ["rmsd", "tm_score", "gdt_ts", "gdt_ha", "lddt_ca", "fold_energy", "mean_confidence",
+                     "plddt_pearson", "pde_pearson", "pde_spearman"]
 METRIC_COLUMNS = DISTOGRAM_COLUMNS + TORSION_COLUMNS + STRUCTURE_COLUMNS
 ID_COLUMNS = ["id", "method", "length", "cath", "cath_class", "cath_topology", "length_bin", "source"]
 CSV_COLUMNS = ID_COLUMNS + METRIC_COLUMNS + ["seconds_predict", "seconds_fold"]
@@ -446,7 +447,42 @@ def folded_scores(model: Protein, native: Native) -> dict[str, float]:
     }
 
 
-def settings_fingerprint(cfg: EvaluateConfig, checkpoint_id: str) -> str:
+def confidence_scores(dist_probs: np.ndarray, model: Protein, native: Native, has_profile: bool,
+                      calibration) -> tuple[dict, dict]:
+    """Per-residue confidence, its features and the truth; and the distance-error scores.
+
+    Returns:
+      (residues: ``plddt`` [L] (the written B-factors), ``lddt`` [L] true per-residue
+      lDDT-Calpha x 100 (None where undefined), ``features`` [L, F] (``confidence.FEATURES``,
+      what ``foldnet.inference.calibrate`` fits on); pair scores: Pearson / Spearman of the
+      predicted distance error vs the actual |E[d] - min(d_true, 22.31 A)| over pairs |i-j| >= 3.)
+    """
+    from foldnet import metrics as M
+    from foldnet.structure import confidence as C
+
+    model_dist, _ = geometry_np.cb_distance_map(model)
+    feats = C.residue_features(dist_probs, model_dist, has_profile)
+    plddt = C.model_confidence(calibration, dist_probs, model_dist, has_profile)
+    model_ca = model.atom_positions[:, rc.CA_IDX].astype(np.float64)
+    true = 100.0 * M.lddt_per_residue(model_ca, native.ca, native.mask)
+    pde = C.distance_error_matrix(dist_probs)
+    # The distogram cannot tell 25 A from 40 A (its last bin is open), so the actual error is
+    # taken against the true distance capped at the last bin's centre: the error it can express.
+    actual = np.abs(M.expected_distance(dist_probs) - np.minimum(native.dist, rc.DISTOGRAM_CENTERS[-1]))
+    idx = np.arange(len(pde))
+    far = np.abs(idx[:, None] - idx[None, :]) >= 3
+    pairs = far & np.isfinite(actual)
+    residues = {
+        "plddt": np.round(plddt.astype(np.float64), 2).tolist(),
+        "lddt": [None if not np.isfinite(v) else round(float(v), 2) for v in true],
+        "features": np.round(feats, 5).tolist(),
+    }
+    return residues, {"pde_pearson": M.pearson(pde[pairs], actual[pairs]),
+                      "pde_spearman": M.spearman(pde[pairs], actual[pairs]),
+                      "plddt_pearson": M.pearson(plddt, true)}
+
+
+def settings_fingerprint(cfg: EvaluateConfig, checkpoint_id: str, calibration_id: str = "") -> str:
     """Hash of everything that changes a domain's results (resume only reuses matching files)."""
     key = {
         "version": RESULT_VERSION,
@@ -457,6 +493,7 @@ def settings_fingerprint(cfg: EvaluateConfig, checkpoint_id: str) -> str:
         "seed": cfg.seed,
         "prior": cfg.prior,
         "fold_reference": cfg.fold_reference,
+        "calibration": calibration_id,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -472,10 +509,12 @@ class DomainEvaluator:
       seed: folding seed.
     """
 
-    def __init__(self, predictor, prior, fold_cfg, methods: Sequence[str], seed: int, fold_reference: str = "none"):
+    def __init__(self, predictor, prior, fold_cfg, methods: Sequence[str], seed: int, fold_reference: str = "none",
+                 calibration=None):
         self.predictor, self.prior, self.fold_cfg = predictor, prior, fold_cfg
         self.methods, self.seed = tuple(methods), seed
         self.fold_reference = fold_reference
+        self.calibration = calibration
 
     def distributions(self, method: str, domain: Domain) -> Optional[dict]:
         from foldnet.inference.features import input_features
@@ -524,7 +563,11 @@ class DomainEvaluator:
             t2 = time.perf_counter()
             scores.update(folded_scores(folded.protein, native))
             scores["fold_energy"] = folded.energy
-            scores["mean_confidence"] = folded.summary_confidence
+            residues, pair_scores = confidence_scores(dist["dist_probs"], folded.protein, native,
+                                                      method == "profile", self.calibration)
+            scores.update(pair_scores)
+            scores["mean_confidence"] = float(np.mean(residues["plddt"])) if len(prot) else math.nan
+            result.setdefault("residues", {})[method] = residues
             scores["seconds_predict"] = t1 - t0
             scores["seconds_fold"] = t2 - t1
             result["methods"][method] = scores
@@ -593,11 +636,15 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
         # run_dir holds the run's prior.npz; a shipped model is identified by its weights' checksum
         run_dir, ckpt_id = pretrained.checkpoint_home(cfg.checkpoint, cfg.step)
         model = pretrained.load_for_inference(cfg.checkpoint, cfg.step)
+    from foldnet.structure.confidence import load_calibration
+
+    calibration = None if run_dir is None else load_calibration(run_dir)
+    calibration_id = "" if calibration is None else hashlib.sha256(calibration.to_json().encode()).hexdigest()[:16]
     needs_prior = "prior" in cfg.methods or (model is not None and cfg.fold_reference == "prior")
     prior = load_prior(cfg, run_dir) if needs_prior else None
     setup = (model, cfg.tiling, prior, make_fold_config(cfg.fold), tuple(cfg.methods), cfg.seed,
-             cfg.compilation_cache_dir, cfg.fold_reference)
-    fingerprint = settings_fingerprint(cfg, ckpt_id)
+             cfg.compilation_cache_dir, cfg.fold_reference, calibration)
+    fingerprint = settings_fingerprint(cfg, ckpt_id, calibration_id)
 
     skipped, failures, order, todo, evaluated = 0, [], [], [], []
     for k, dom in enumerate(iter_domains(cfg)):
@@ -651,6 +698,8 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
         "checkpoint": ckpt_id, "fingerprint": fingerprint, "methods": list(cfg.methods),
         "tiling": dataclasses.asdict(cfg.tiling), "fold": dataclasses.asdict(make_fold_config(cfg.fold)),
         "seed": cfg.seed, "fold_reference": cfg.fold_reference,
+        "confidence": "calibrated pLDDT (confidence.json)" if calibration is not None
+        else "uncalibrated distogram sharpness (no confidence.json)",
     }
     write_markdown(out, summary)  # pops the tuple-keyed tables first
     report.write_json(summary, out / "summary.json")
@@ -658,13 +707,14 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
     return summary
 
 
-def _make_evaluator(model, tiling, prior, fold_cfg, methods, seed, cache_dir, fold_reference) -> "DomainEvaluator":
+def _make_evaluator(model, tiling, prior, fold_cfg, methods, seed, cache_dir, fold_reference,
+                    calibration=None) -> "DomainEvaluator":
     """A DomainEvaluator from picklable parts (so process-pool workers can build their own)."""
     from foldnet.inference.predict import Predictor
 
     enable_compilation_cache(cache_dir)
     predictor = None if model is None else Predictor(model[0], model[1], tiling)
-    return DomainEvaluator(predictor, prior, fold_cfg, methods, seed, fold_reference)
+    return DomainEvaluator(predictor, prior, fold_cfg, methods, seed, fold_reference, calibration)
 
 
 def _evaluate_one(evaluator: "DomainEvaluator", dom: Domain, keep_maps: bool) -> tuple[str, Any]:
@@ -747,10 +797,71 @@ def aggregate(out: Path, order: Sequence[str], fingerprint: str, num_example_map
         "by_cath_class": {f"{k[0]}|{k[1]}": v for k, v in by_class.items()},
         "by_length": {f"{k[0]}|{k[1]}": v for k, v in by_length.items()},
         "pooled_contact_ece": ece,
+        "confidence_calibration": {m: confidence_calibration(results, m) for m in methods},
     }
     _plots(out, rows, results, methods, num_example_maps)
+    rel = {m: tuple(c["reliability"][k] for k in ("count", "mean_plddt", "mean_lddt"))
+           for m, c in summary["confidence_calibration"].items() if c.get("num_domains")}
+    if rel:
+        report.plot_reliability(rel, out / "plddt_reliability.png")
     summary["_tables"] = {"by_class": by_class, "by_length": by_length, "paired": paired, "overall": overall}
     return summary
+
+
+def confidence_calibration(results: Sequence[Mapping[str, Any]], method: str) -> dict:
+    """How well one method's per-residue confidence estimates lDDT-Calpha x 100 (summary.json).
+
+    Pooled over residues and per domain (the domain's mean pLDDT against its global
+    lDDT-Calpha x 100 and its TM-score), the ECE over 10 bins of 0-100, the reliability table,
+    and the mean over domains of the predicted-distance-error correlation.
+    """
+    from foldnet import metrics as M
+
+    pred, true, dom_pred, dom_lddt, dom_tm, r_dom, pde = [], [], [], [], [], [], []
+    for res in results:
+        r = res.get("residues", {}).get(method)
+        if r is None:
+            continue
+        p = np.asarray(r["plddt"], np.float64)
+        t = np.asarray([math.nan if v is None else v for v in r["lddt"]], np.float64)
+        pred.append(p)
+        true.append(t)
+        scores = res["methods"][method]
+        dom_pred.append(float(np.mean(p)))
+        dom_lddt.append(100.0 * _num(scores.get("lddt_ca")))
+        dom_tm.append(_num(scores.get("tm_score")))
+        r_dom.append(_num(scores.get("plddt_pearson")))
+        pde.append(_num(scores.get("pde_pearson")))
+    if not pred:
+        return {"num_domains": 0}
+    p, t = np.concatenate(pred), np.concatenate(true)
+    count, mp, mt = M.reliability_table(p, t, CALIBRATION_BINS)
+    ok = np.isfinite(t)
+    return {
+        "num_domains": len(pred),
+        "num_residues": int(ok.sum()),
+        "residue_pearson": M.pearson(p, t),
+        "residue_spearman": M.spearman(p, t),
+        "residue_pearson_mean_over_domains": _nanmean(r_dom),
+        "domain_pearson_vs_lddt": M.pearson(dom_pred, dom_lddt),
+        "domain_spearman_vs_lddt": M.spearman(dom_pred, dom_lddt),
+        "domain_pearson_vs_tm": M.pearson(dom_pred, dom_tm),
+        "domain_spearman_vs_tm": M.spearman(dom_pred, dom_tm),
+        "ece": M.regression_ece(p, t, CALIBRATION_BINS),
+        "mean_plddt": float(np.mean(p[ok])) if ok.any() else math.nan,
+        "mean_true_lddt": float(np.mean(t[ok])) if ok.any() else math.nan,
+        "pde_pearson_mean_over_domains": _nanmean(pde),
+        "reliability": {"count": count.tolist(), "mean_plddt": mp.tolist(), "mean_lddt": mt.tolist()},
+    }
+
+
+def _num(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _nanmean(v: Sequence[float]) -> float:
+    a = np.asarray(v, np.float64)
+    return float(np.mean(a[np.isfinite(a)])) if np.isfinite(a).any() else math.nan
 
 
 def _plots(out: Path, rows: list[dict], results: list[dict], methods: Sequence[str], num_examples: int) -> None:
@@ -775,6 +886,27 @@ def _plots(out: Path, rows: list[dict], results: list[dict], methods: Sequence[s
         report.plot_distance_maps(examples, out / "example_distance_maps.png")
 
 
+CALIBRATION_TABLE = (("residue_pearson", "residue r"), ("residue_spearman", "residue rho"),
+                     ("residue_pearson_mean_over_domains", "per-domain residue r"),
+                     ("domain_pearson_vs_lddt", "domain r (lDDT)"), ("domain_pearson_vs_tm", "domain r (TM)"),
+                     ("ece", "ECE"), ("mean_plddt", "mean pLDDT"), ("mean_true_lddt", "mean lDDT x100"),
+                     ("pde_pearson_mean_over_domains", "PDE r"))
+
+
+def calibration_table(calib: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown table of ``summary["confidence_calibration"]``, one row per method."""
+    head = "| method | domains | " + " | ".join(t for _, t in CALIBRATION_TABLE) + " |"
+    lines = [head, "|" + "---|" * (len(CALIBRATION_TABLE) + 2)]
+    for m, c in calib.items():
+        if not c.get("num_domains"):
+            continue
+        # ECE and means are on the 0-100 scale, correlations in [-1, 1].
+        cells = [f"{_num(c.get(k)):.{1 if k in ('ece', 'mean_plddt', 'mean_true_lddt') else 3}f}"
+                 for k, _ in CALIBRATION_TABLE]
+        lines.append(f"| {m} | {c['num_domains']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_markdown(out: Path, summary: dict) -> None:
     """``report.md``: settings, overall / paired / by-class / by-length tables and the plots."""
     tables = summary.pop("_tables")
@@ -797,6 +929,16 @@ def write_markdown(out: Path, summary: dict) -> None:
         report.markdown_table(tables["overall"], ("method",), TABLE_COLUMNS),
         f"Pooled contact ECE (pairs |i-j| >= 6, {CALIBRATION_BINS} bins): "
         + ", ".join(f"{m} {v:.3f}" for m, v in s["pooled_contact_ece"].items() if v is not None),
+        "",
+        "## Confidence calibration (pLDDT vs true lDDT-Ca x 100)",
+        "",
+        f"Confidence: {s['settings'].get('confidence', '-')}. Residue r: pooled over residues (and the mean of "
+        "per-domain r); domain r: per-domain mean pLDDT vs lDDT-Ca and vs TM-score; ECE over "
+        f"{CALIBRATION_BINS} bins of 0-100; PDE r: predicted distance error vs |E[d] - min(d_true, 22.3 A)|, pairs |i-j| >= 3, "
+        "mean over domains.",
+        "",
+        calibration_table(s["confidence_calibration"]),
+        "![pLDDT reliability](plddt_reliability.png)",
         "",
         f"## Paired: the {s['paired_domains']} domains every method scored",
         "",

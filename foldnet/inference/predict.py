@@ -3,8 +3,9 @@
 Per record: features (``features.py``: profile mode with an alignment,
 single-sequence mode without) -> the network over overlapping windows
 (``tiling.py``) -> distogram and phi/psi distributions -> gradient-descent
-folding (``foldnet.structure.fold``) -> ``<id>.pdb`` (per-residue confidence
-in the B-factor column), ``<id>.npz``, ``<id>.png`` and one summary line.
+folding (``foldnet.structure.fold``) -> ``<id>.pdb`` and/or ``<id>.cif`` (``format``;
+per-residue pLDDT in the B-factor column), ``<id>_pde.json`` (predicted distance error),
+``<id>.npz``, ``<id>.png`` and one summary line.
 Every file is written atomically; a bad record is reported and skipped, the
 others still finish.
 
@@ -14,7 +15,7 @@ others still finish.
 |---|---|---|
 | ``dist_probs`` | [L, L, 65] float32 | CB-CB distogram, symmetric, rows sum to 1 (``dist_bin_edges``) |
 | ``phi_probs``, ``psi_probs`` | [L, 36] float32 | torsion distributions (``torsion_bin_centers_deg``) |
-| ``confidence`` | [L] float32 | per-residue confidence 0-100 (distogram sharpness near the residue, ``foldnet.structure.confidence``; also the PDB B-factors) |
+| ``confidence`` | [L] float32 | per-residue pLDDT 0-100: the estimated lDDT-Calpha of the written model (the model folder's ``confidence.json`` calibration, ``foldnet.structure.confidence``; without one the distogram sharpness, with a warning); also the B-factors |
 | ``contact_probs`` | [L, L] float32 | P(CB-CB < 8 A) (``foldnet.metrics.contact_probabilities``) |
 | ``dist_bin_edges`` | [65] | distogram bin edges in A (last bin: >= 22 A) |
 | ``torsion_bin_centers_deg`` | [36] | torsion bin centres in degrees |
@@ -79,6 +80,8 @@ class PredictConfig:
         correction; the prior is the checkpoint's ``prior.npz``); "none" on ``-log p``.
       overwrite: predict every record again; by default a record whose ``<id>.npz`` was
         written with the same settings (an interrupted run) is kept and skipped.
+      format: structure files: "pdb" (``<id>.pdb``), "cif" (``<id>.cif``, mmCIF with the
+        ModelCIF pLDDT categories) or "both".
     """
 
     input: str = ""
@@ -94,14 +97,18 @@ class PredictConfig:
     compilation_cache_dir: Optional[str] = None
     fold_reference: str = "prior"
     overwrite: bool = False
+    format: str = "pdb"
 
     def __post_init__(self):
         check_fold_reference(self.fold_reference)
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
 
 FOLD_REFERENCES = ("prior", "none")
+FORMATS = ("pdb", "cif", "both")
 
 
 def check_fold_reference(value: str) -> None:
@@ -254,6 +261,8 @@ def write_outputs(
     write_png: bool,
     stem: Optional[str] = None,
     settings: str = "",
+    calibration: Any = None,
+    fmt: str = "pdb",
 ) -> np.ndarray:
     """Write ``<stem>.pdb``, ``<stem>.npz`` and (optionally) ``<stem>.png`` atomically.
 
@@ -261,22 +270,39 @@ def write_outputs(
       stem: file stem (default ``safe_stem(protein.id)``: an ID never names a path outside
         ``out_dir``).
       settings: fingerprint stored in the npz, so a rerun knows which records it may keep.
+      calibration: ``foldnet.structure.confidence.Calibration`` of the model (the B-factors are
+        its pLDDT); None: the uncalibrated distogram sharpness.
+      fmt: "pdb", "cif" or "both".
+
+    Also writes ``<stem>_pde.json``: the predicted distance error matrix
+    (``foldnet.structure.confidence.distance_error_matrix``) in AlphaFold's PAE JSON layout.
 
     Returns:
       The per-residue confidence [L] written to the B-factor column.
     """
-    from foldnet.common.pdb_io import write_pdb
+    from foldnet.common import geometry_np
+    from foldnet.common.pdb_io import write_mmcif, write_pdb
+    from foldnet.structure.confidence import distance_error_matrix, model_confidence
 
     rid = protein.id
     stem = stem or safe_stem(rid, "record id")
-    confidence = np.asarray(fold_result.confidence, np.float32).reshape(len(protein))
-    # The structure module already puts the confidence (0-100) in the B-factors.
+    if np.shape(dist["dist_probs"])[:2] != (len(protein), len(protein)):
+        raise ValueError(f"{rid}: distogram is {np.shape(dist['dist_probs'])[:2]} for a chain of {len(protein)} residues")
+    # The confidence of the structure as written: the calibration compares its distances with
+    # the distogram (fold_result.confidence is the distogram's sharpness alone).
+    model_dist, _ = geometry_np.cb_distance_map(fold_result.protein)
+    confidence = model_confidence(calibration, dist["dist_probs"], model_dist, has_profile).astype(np.float32)
     model = fold_result.protein.replace(id=rid, aatype=protein.aatype, b_factors=confidence)
+    pde = distance_error_matrix(dist["dist_probs"])
+    report.write_distance_error_json(pde, out_dir / f"{stem}_pde.json")
     if write_png:
         mode = "profile" if has_profile else "single-sequence"
-        report.plot_prediction(dist["dist_probs"], confidence, out_dir / f"{stem}.png", title=f"{rid} ({mode}, L={len(protein)})")
-    with atomic.atomic_path(out_dir / f"{stem}.pdb", suffix=".pdb") as tmp:
-        write_pdb(model, tmp)
+        report.plot_prediction(dist["dist_probs"], confidence, out_dir / f"{stem}.png",
+                               title=f"{rid} ({mode}, L={len(protein)})", distance_error=pde)
+    if fmt in ("pdb", "both"):
+        write_pdb(model, out_dir / f"{stem}.pdb")
+    if fmt in ("cif", "both"):
+        write_mmcif(model, out_dir / f"{stem}.cif", local_metric="pLDDT" if calibration is not None else None)
     # The npz goes last: its presence (with the same settings) marks the record finished.
     with atomic.atomic_path(out_dir / f"{stem}.npz", suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
@@ -299,10 +325,12 @@ def write_outputs(
     return confidence
 
 
-def _finished(out: Path, stem: str, rec: Any, settings: str, write_png: bool) -> Optional[RecordResult]:
+def _finished(out: Path, stem: str, rec: Any, settings: str, write_png: bool,
+              fmt: str = "pdb") -> Optional[RecordResult]:
     """The result of a record an earlier run with the same settings finished, else None."""
-    npz, pdb = out / f"{stem}.npz", out / f"{stem}.pdb"
-    if not (npz.is_file() and pdb.is_file()) or (write_png and not (out / f"{stem}.png").is_file()):
+    npz = out / f"{stem}.npz"
+    needed = [out / f"{stem}_pde.json"] + [out / f"{stem}.{ext}" for ext in ("pdb", "cif") if fmt in (ext, "both")]
+    if not (npz.is_file() and all(p.is_file() for p in needed)) or (write_png and not (out / f"{stem}.png").is_file()):
         return None
     try:
         with np.load(npz, allow_pickle=False) as z:
@@ -329,6 +357,8 @@ def predict_records(
     on_result: Optional[Callable[[RecordResult], None]] = None,
     prior: Any = None,
     settings: Optional[str] = None,
+    calibration: Any = None,
+    fmt: str = "pdb",
 ) -> list[RecordResult]:
     """Predict every record; bad ones are reported (``ok=False``) and skipped.
 
@@ -345,6 +375,8 @@ def predict_records(
       prior: fold relative to this prior's distogram (``fold_distributions``); None: no background.
       settings: fingerprint of the run's settings; when given, a record whose outputs carry the
         same fingerprint (an interrupted run) is kept and not predicted again.
+      calibration: the model's confidence calibration (``write_outputs``), or None.
+      fmt: structure file format ("pdb", "cif", "both").
 
     Returns:
       One RecordResult per input item, in order.
@@ -363,7 +395,7 @@ def predict_records(
         if isinstance(rec, ParseError):
             res = RecordResult(id=rec.record or f"<record at line {rec.line}>", ok=False, error=str(rec))
         elif (done := settings is not None and _finished(out, names.stem(rec.id), rec,
-                                                         f"{settings}:{k}", write_png)):
+                                                         f"{settings}:{k}", write_png, fmt)):
             res = done
         else:
             t0 = time.perf_counter()
@@ -376,7 +408,8 @@ def predict_records(
                 dist = predictor.distributions(inputs)
                 fold_result = fold_distributions(protein, dist, fold_cfg, seed + k, prior)
                 conf = write_outputs(out, protein, dist, fold_result, profile is not None, write_png,
-                                     stem=stem, settings="" if settings is None else f"{settings}:{k}")
+                                     stem=stem, settings="" if settings is None else f"{settings}:{k}",
+                                     calibration=calibration, fmt=fmt)
                 res = RecordResult(
                     id=rec.id,
                     ok=True,
@@ -479,6 +512,10 @@ def _predict(cfg: PredictConfig, records: list) -> list[RecordResult]:
     model_cfg, params = load_for_inference(cfg.checkpoint, step=cfg.step)
     prior = load_checkpoint_prior(cfg.checkpoint, cfg.step) if cfg.fold_reference == "prior" else None
     predictor = Predictor(model_cfg, params, cfg.tiling)
+    from foldnet.inference.pretrained import checkpoint_home
+    from foldnet.structure.confidence import load_calibration
+
+    calibration = load_calibration(checkpoint_home(cfg.checkpoint, cfg.step)[0])
     out = Path(cfg.out_dir)
     results = predict_records(
         records,
@@ -492,6 +529,8 @@ def _predict(cfg: PredictConfig, records: list) -> list[RecordResult]:
         on_result=lambda r: print(r.line(), flush=True),
         prior=prior,
         settings=None if cfg.overwrite else predict_settings(cfg),
+        calibration=calibration,
+        fmt=cfg.format,
     )
     write_summary(results, out / "summary.tsv")
     return results

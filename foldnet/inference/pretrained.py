@@ -7,6 +7,9 @@ A shipped model is a folder ``foldnet/pretrained/<name>/`` with
 * ``config.yaml``    — the training run's resolved config (its ``model`` node
   rebuilds the network, the rest documents data, split and recipe);
 * ``prior.npz``      — the run's sequence-separation / residue-type priors (baselines);
+* ``confidence.json`` — the per-residue confidence calibration fitted on the validation
+  split (``foldnet.inference.calibrate``; optional: without it the B-factors fall back to
+  the uncalibrated distogram sharpness, with a warning);
 * ``manifest.json``  — name, step, data split, parameter count, the sha256 of
   ``params.msgpack`` (checked on every load), and the validation metrics the
   checkpoint reached.
@@ -106,6 +109,7 @@ def export_pretrained(
     step: Optional[int] = None,
     out_root: PathLike = PRETRAINED_DIR,
     extra: Optional[dict[str, Any]] = None,
+    extra_files: Optional[dict[str, bytes]] = None,
 ) -> Path:
     """Package a training run's checkpoint as a shipped model folder.
 
@@ -115,6 +119,8 @@ def export_pretrained(
       step: checkpoint step (None: best by validation if recorded, else latest).
       out_root: where model folders live (default: the package's ``pretrained/``).
       extra: additional manifest entries (e.g. the recipe's experiment name).
+      extra_files: more files of the folder (e.g. ``confidence.json``), listed with their
+        sha256 under the manifest's ``files``.
 
     Returns:
       The model folder. It is written beside the target and renamed into place,
@@ -148,6 +154,10 @@ def export_pretrained(
     prior = (run_dir or root.parent) / "prior.npz"
     if prior.is_file():
         shutil.copyfile(prior, tmp / "prior.npz")
+    files = {}
+    for fname, data in (extra_files or {}).items():
+        (tmp / fname).write_bytes(data)
+        files[fname] = hashlib.sha256(data).hexdigest()
     manifest = {
         "name": name,
         "step": int(chosen),
@@ -156,6 +166,7 @@ def export_pretrained(
         "params_sha256": hashlib.sha256(blob).hexdigest(),
         "params_bytes": len(blob),
         "validation_at_step": val,
+        **({"files": files} if files else {}),
         **(extra or {}),
     }
     atomic.write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")

@@ -159,15 +159,18 @@ def markdown_table(summary: Mapping[tuple, Mapping[str, Any]], by: Sequence[str]
 
 
 def plot_prediction(
-    dist_probs: np.ndarray, confidence: np.ndarray, path: PathLike, title: str = ""
+    dist_probs: np.ndarray, confidence: np.ndarray, path: PathLike, title: str = "",
+    distance_error: Optional[np.ndarray] = None,
 ) -> None:
-    """PNG: expected distance map, contact map P(d < 8 A), confidence along the sequence.
+    """PNG: expected distance map, predicted distance error (or contact map), pLDDT along the sequence.
 
     Args:
       dist_probs: [L, L, 65] distogram.
-      confidence: [L] per-residue confidence in [0, 1] (or any scale).
+      confidence: [L] per-residue confidence (pLDDT, 0-100).
       path: output .png.
       title: figure title (e.g. record id and mode).
+      distance_error: [L, L] predicted distance error (A) drawn beside the distance map;
+        None: the contact map P(d < 8 A) instead.
     """
     plt = _mpl()
     L = dist_probs.shape[0]
@@ -177,13 +180,20 @@ def plot_prediction(
     im0 = ax0.imshow(expected_distance(dist_probs), cmap="viridis_r", vmin=2, vmax=22, origin="upper")
     ax0.set_title("expected CB-CB distance (A)")
     fig.colorbar(im0, ax=ax0, fraction=0.046)
-    im1 = ax1.imshow(contact_probabilities(dist_probs), cmap="Greys", vmin=0, vmax=1, origin="upper")
-    ax1.set_title("contact probability P(d < 8 A)")
+    if distance_error is None:
+        im1 = ax1.imshow(contact_probabilities(dist_probs), cmap="Greys", vmin=0, vmax=1, origin="upper")
+        ax1.set_title("contact probability P(d < 8 A)")
+    else:
+        # AlphaFold's PAE colours (green = small error); a distance error, not an aligned one.
+        im1 = ax1.imshow(distance_error, cmap="Greens_r", vmin=0, vmax=max(float(np.max(distance_error)), 1.0),
+                         origin="upper")
+        ax1.set_title("predicted distance error (A)")
     fig.colorbar(im1, ax=ax1, fraction=0.046)
     ax2.plot(np.arange(1, L + 1), np.asarray(confidence), lw=1.2)
     ax2.set_xlim(1, max(L, 2))
+    ax2.set_ylim(0, 100)
     ax2.set_xlabel("residue")
-    ax2.set_ylabel("confidence")
+    ax2.set_ylabel("pLDDT")
     if title:
         fig.suptitle(title)
     with atomic.atomic_path(path, suffix=".png") as tmp:
@@ -243,4 +253,44 @@ def plot_distance_maps(examples: Sequence[tuple[str, np.ndarray, np.ndarray]], p
             ax.set_yticks([])
     with atomic.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=80, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_distance_error_json(matrix: np.ndarray, path: PathLike) -> None:
+    """``<id>_pde.json`` in the layout of AlphaFold's PAE file, named for what it holds.
+
+    A list with one dict: ``predicted_distance_error`` ([L][L], A, 2 decimals) and
+    ``max_predicted_distance_error`` (the largest value the distogram's bins allow: the gap
+    between the first and the last bin centre). A distance error, not an aligned error.
+    """
+    m = np.asarray(matrix, np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or not np.all(np.isfinite(m)):
+        raise ValueError(f"distance error matrix must be a finite [L, L] array, got shape {m.shape}")
+    c = rc.DISTOGRAM_CENTERS
+    body = [{"predicted_distance_error": np.round(m, 2).tolist(),
+             "max_predicted_distance_error": round(float(c[-1] - c[0]), 2)}]
+    atomic.write_text(path, json.dumps(body, separators=(",", ":")) + "\n")
+
+
+def plot_reliability(tables: Mapping[str, tuple], path: PathLike) -> None:
+    """Reliability diagram of per-residue pLDDT: mean true lDDT x 100 per pLDDT bin, per method.
+
+    Args:
+      tables: method -> (count, mean pLDDT, mean true lDDT) per bin
+        (``foldnet.metrics.reliability_table``).
+    """
+    plt = _mpl()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 100], [0, 100], color="grey", lw=1, ls="--", label="perfect")
+    for name, (count, mp, mt) in tables.items():
+        mp, mt = np.asarray(mp, np.float64), np.asarray(mt, np.float64)
+        ok = np.asarray(count) > 0
+        ax.plot(mp[ok], mt[ok], marker="o", lw=1.2, label=f"{name} (n={int(np.sum(count))})")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("predicted lDDT-Ca (pLDDT), bin mean")
+    ax.set_ylabel("true lDDT-Ca x 100, bin mean")
+    ax.legend(fontsize=8)
+    with atomic.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
     plt.close(fig)

@@ -31,6 +31,7 @@ from foldnet.metrics.distances import (
     expected_distance,
 )
 from foldnet.metrics.lddt import lddt, lddt_per_residue
+from foldnet.metrics.calibration import pearson, regression_ece, reliability_table, spearman
 from foldnet.metrics.batch_report import batch_reports, distogram_report
 from foldnet.metrics.superposition import (
     StructureScores,
@@ -53,6 +54,10 @@ from foldnet.metrics.torsions import (
 )
 
 __all__ = [
+    "pearson",
+    "regression_ece",
+    "reliability_table",
+    "spearman",
     "NUM_CONTACT_BINS",
     "SEPARATION_RANGES",
     "StructureScores",
