@@ -3,9 +3,9 @@
 Each rewrite (foldnet.model.conv, layers._LayerNorm, heads._masked_ce) is checked
 against the implementation it replaced -- lax.conv_general_dilated with JAX's own
 gradient, flax's nn.LayerNorm, take_along_axis -- alone, and then as the whole base
-network on real crops (outputs and gradients to 1e-5, float32). The shipped
-pretrained parameters must still predict the distograms recorded in
-testdata/pretrained_reference.npz, which were computed by the implementation before
+network on real crops (outputs and gradients to 1e-5, float32). The first shipped
+pretrained parameters (foldnet-base-cpu-v1, still shipped for this) must still predict the
+distograms recorded in testdata/pretrained_reference.npz, which were computed by the implementation before
 the rewrite (commit a695ab3) on two real validation crops (one padded).
 """
 
@@ -164,7 +164,7 @@ def test_pretrained_predicts_the_recorded_distograms():
 
     ref = np.load(TESTDATA / "pretrained_reference.npz")
     batch = {k.split("/", 1)[1]: ref[k] for k in ref.files if k.startswith("input/")}
-    cfg, params = pretrained.load_pretrained()
+    cfg, params = pretrained.load_pretrained("foldnet-base-cpu-v1")
     out = build_model(dataclasses.replace(cfg, dtype="float32")).apply({"params": params}, batch, train=False)
     mask = batch["seq_mask"]
     for key in ("dist_logits", "phi_logits", "psi_logits"):
