@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from foldnet.common import residue_constants as rc
-from foldnet.data.alignment import msa_to_profile, read_aln
+from foldnet.data.alignment import RAW_PROFILE, msa_to_profile, read_aln, training_profile
 from foldnet.data.errors import ParseError
 from foldnet.inference import features
 from foldnet.inference.predict import PredictConfig, predict
@@ -122,7 +122,10 @@ def test_profile_mode_uses_the_alignment(workdir, single_run, profile_run, aln_p
         # Same network, same sequence: only the profile input differs.
         assert np.abs(zp["dist_probs"] - zs["dist_probs"]).max() > 1e-4
     prof = features.alignment_profile(aln_path, read_aln(aln_path)[0], "16pkA")
-    np.testing.assert_allclose(prof, msa_to_profile(read_aln(aln_path)))
+    # The default is the training-matching profile (tests/test_profile_match.py); RAW_PROFILE the old one.
+    np.testing.assert_allclose(prof, training_profile(read_aln(aln_path)))
+    raw = features.alignment_profile(aln_path, read_aln(aln_path)[0], "16pkA", RAW_PROFILE)
+    np.testing.assert_allclose(raw, msa_to_profile(read_aln(aln_path)))
     np.testing.assert_allclose(prof.sum(-1), 1.0, atol=1e-5)
 
 

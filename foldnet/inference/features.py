@@ -6,7 +6,9 @@ added per window by ``tiling.window_batch``). Two modes:
 
 * ``profile``: an alignment ``<msa_dir>/<id>.a3m`` / ``<id>.aln`` (optionally
   ``.gz``) whose first sequence is the query gives the sequence-weighted
-  profile (``foldnet.data.alignment.msa_to_profile``) and has_profile = 1.
+  profile (``foldnet.data.alignment.training_profile``: made like the ProteinNet
+  profiles of training, settings in ``ProfileConfig`` / ``predict.profile``) and
+  has_profile = 1.
 * ``single``: no alignment -- profile zeros and has_profile = 0, the same
   withheld-profile input the model sees in training, so a FASTA alone is enough.
 """
@@ -54,13 +56,15 @@ def find_alignment(msa_dir: Optional[PathLike], record_id: str) -> Optional[Path
     return None
 
 
-def alignment_profile(path: PathLike, sequence: str, record_id: str) -> np.ndarray:
+def alignment_profile(path: PathLike, sequence: str, record_id: str, cfg=None) -> np.ndarray:
     """Sequence-weighted profile [L, 20] of an alignment whose query is ``sequence``.
 
     Args:
       path: ``.a3m`` or ``.aln`` file (PSICOV format, one aligned sequence per line), maybe gzipped.
       sequence: the FASTA sequence the alignment must be built on.
       record_id: for error messages.
+      cfg: ``foldnet.data.alignment.ProfileConfig`` (None: the training-matching default;
+        ``alignment.RAW_PROFILE``: plain 80 %-cluster-weighted frequencies).
 
     Returns:
       [L, 20] float32 profile, rows summing to 1 (columns in rc.RESTYPES order).
@@ -81,7 +85,7 @@ def alignment_profile(path: PathLike, sequence: str, record_id: str) -> np.ndarr
             f"{record_id!r} ({len(sequence)} residues); first difference at position {diff + 1}",
             record=record_id,
         )
-    profile = np.asarray(alignment.msa_to_profile(msa), np.float32)
+    profile = np.asarray(alignment.training_profile(msa, cfg), np.float32)
     if profile.shape != (len(sequence), rc.NUM_STANDARD):
         raise ParseError(path, f"profile has shape {profile.shape}, expected {(len(sequence), 20)}", record_id)
     return profile

@@ -48,6 +48,7 @@ from foldnet.common import residue_constants as rc
 from foldnet.common.compilation_cache import enable_compilation_cache
 from foldnet.common.protein import Protein
 from foldnet.common.paths import NameAllocator, safe_stem
+from foldnet.data.alignment import ProfileConfig
 from foldnet.data.errors import InputError, ParseError
 from foldnet.inference import features as feats_lib
 from foldnet.inference import report
@@ -67,6 +68,8 @@ class PredictConfig:
       checkpoint: training run directory or checkpoint step directory.
       out_dir: where the per-record files and ``summary.tsv`` go.
       msa_dir: folder with ``<id>.a3m`` / ``<id>.aln`` (optionally .gz); None = single-sequence mode.
+      profile: how an alignment becomes the profile input (``foldnet.data.alignment.ProfileConfig``;
+        the default matches the ProteinNet training profiles, docs/inference.md).
       step: checkpoint step to load (None: the best kept step, else the latest).
       tiling: crop size, stride and windows per call for long chains.
       fold: the ``foldnet.structure.FoldConfig``.
@@ -88,6 +91,7 @@ class PredictConfig:
     checkpoint: Optional[str] = None
     out_dir: str = "predictions"
     msa_dir: Optional[str] = None
+    profile: ProfileConfig = dataclasses.field(default_factory=ProfileConfig)
     step: Optional[int] = None
     tiling: TilingConfig = dataclasses.field(default_factory=TilingConfig)
     fold: FoldConfig = dataclasses.field(default_factory=FoldConfig)
@@ -359,6 +363,7 @@ def predict_records(
     settings: Optional[str] = None,
     calibration: Any = None,
     fmt: str = "pdb",
+    profile_options: Optional[ProfileConfig] = None,
 ) -> list[RecordResult]:
     """Predict every record; bad ones are reported (``ok=False``) and skipped.
 
@@ -377,6 +382,7 @@ def predict_records(
         same fingerprint (an interrupted run) is kept and not predicted again.
       calibration: the model's confidence calibration (``write_outputs``), or None.
       fmt: structure file format ("pdb", "cif", "both").
+      profile_options: alignment -> profile settings (None: the training-matching default).
 
     Returns:
       One RecordResult per input item, in order.
@@ -403,7 +409,8 @@ def predict_records(
             try:
                 protein = record_to_protein(rec)
                 aln = feats_lib.find_alignment(msa_dir, rec.id)
-                profile = None if aln is None else feats_lib.alignment_profile(aln, rec.sequence, rec.id)
+                profile = (None if aln is None
+                           else feats_lib.alignment_profile(aln, rec.sequence, rec.id, profile_options))
                 inputs = feats_lib.input_features(protein, profile)
                 dist = predictor.distributions(inputs)
                 fold_result = fold_distributions(protein, dist, fold_cfg, seed + k, prior)
@@ -531,6 +538,7 @@ def _predict(cfg: PredictConfig, records: list) -> list[RecordResult]:
         settings=None if cfg.overwrite else predict_settings(cfg),
         calibration=calibration,
         fmt=cfg.format,
+        profile_options=cfg.profile,
     )
     write_summary(results, out / "summary.tsv")
     return results
