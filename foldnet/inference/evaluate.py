@@ -531,7 +531,12 @@ class DomainEvaluator:
             return prior_distributions(self.prior, prot)
         if method == "true_distogram":
             d, phi, psi = true_distributions(prot)
-            return {"dist_probs": d, "phi_probs": phi, "psi_probs": psi}
+            out = {"dist_probs": d, "phi_probs": phi, "psi_probs": psi}
+            if self.fold_cfg.weight_orientation > 0:  # the oracle knows the orientations too
+                from foldnet.structure import true_orientations
+
+                out.update({f"orient_{k}_probs": v for k, v in true_orientations(prot).items()})
+            return out
         raise ValueError(f"unknown method {method!r}; known: {METHODS}")
 
     def evaluate(self, domain: Domain, keep_maps: bool = False) -> dict:

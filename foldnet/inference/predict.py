@@ -169,7 +169,8 @@ class Predictor:
         def probs(params, batch):
             out = model.apply({"params": params}, batch, train=False)
             res = {}
-            for key in ("dist", "phi", "psi"):
+            # orient_*: a model with the trRosetta orientation head (omega, theta, phi).
+            for key in ("dist", "phi", "psi", "orient_omega", "orient_theta", "orient_phi"):
                 if f"{key}_logits" in out:
                     res[f"{key}_probs"] = jax.nn.softmax(out[f"{key}_logits"], axis=-1)
             return res
@@ -203,6 +204,29 @@ class Predictor:
         return predict_tiled(self.apply_fn, inputs, self.tiling)
 
 
+_warned_no_orientation = False
+
+
+def orientation_inputs(dist: Mapping[str, np.ndarray], fold_cfg: FoldConfig) -> tuple[Optional[dict], FoldConfig]:
+    """The orientation probabilities ``fold`` takes, and the config to fold with.
+
+    With ``fold_cfg.weight_orientation > 0`` and distributions that have no orientations (a
+    model without the orientation head, the prior), the term is switched off for this chain
+    with a warning (once per process) rather than failing: the other terms still fold it.
+    """
+    global _warned_no_orientation
+    if fold_cfg.weight_orientation <= 0:
+        return None, fold_cfg
+    keys = {name: f"orient_{name}_probs" for name in rc.ORIENTATION_NUM_BINS}
+    if all(k in dist for k in keys.values()):
+        return {name: dist[k] for name, k in keys.items()}, fold_cfg
+    if not _warned_no_orientation:
+        log.warning("fold.weight_orientation=%g but the distributions have no orientations (a model without "
+                    "the orientation head?): folding without the orientation term", fold_cfg.weight_orientation)
+        _warned_no_orientation = True
+    return None, fold_cfg.replace(weight_orientation=0.0)
+
+
 def fold_distributions(
     protein: Protein, dist: Mapping[str, np.ndarray], fold_cfg: Any, seed: int, prior: Any = None
 ):
@@ -210,7 +234,9 @@ def fold_distributions(
 
     Args:
       protein: the chain (sequence, id).
-      dist: ``dist_probs`` [L, L, 65], ``phi_probs`` / ``psi_probs`` [L, 36].
+      dist: ``dist_probs`` [L, L, 65], ``phi_probs`` / ``psi_probs`` [L, 36], and optionally
+        ``orient_omega_probs`` / ``orient_theta_probs`` [L, L, 25], ``orient_phi_probs``
+        [L, L, 13] (used when ``fold_cfg.weight_orientation`` > 0; see ``orientation_inputs``).
       fold_cfg: a ``FoldConfig``.
       seed: folding seed.
       prior: a ``foldnet.model.prior.Prior`` to fold relative to (its separation
@@ -222,9 +248,10 @@ def fold_distributions(
     from foldnet.structure import fold
 
     reference = None if prior is None else prior_distogram(prior, protein)
+    orientation, fold_cfg = orientation_inputs(dist, fold_cfg)
     return fold(
         dist["dist_probs"], dist["phi_probs"], dist["psi_probs"], fold_cfg, seed,
-        aatype=protein.aatype, id=protein.id, reference=reference,
+        aatype=protein.aatype, id=protein.id, reference=reference, orientation=orientation,
     )
 
 

@@ -24,6 +24,9 @@ Scheme (``crop_size`` C, ``stride`` s):
 * Per pair, the probabilities of all windows that contain it are averaged
   (count-weighted mean), then the map is symmetrised (P + P^T) / 2. Torsion
   distributions of a residue are averaged over the windows that contain it.
+* Orientation distributions (a model with the trRosetta orientation head) are averaged
+  per ordered pair (i, j) with the same counts; omega is symmetric and symmetrised like
+  the distogram, theta and phi are directional (theta_ij != theta_ji) and are not.
 
 Peak memory is the [L, L, 65] float32 accumulator (260 MB at L = 1000) plus
 one batch of windows through the network -- independent of L for the network.
@@ -40,7 +43,12 @@ import numpy as np
 from foldnet.common import residue_constants as rc
 
 # apply_fn(batch) -> {"dist_probs": [B, C, C, 65], "phi_probs": [B, C, 36], "psi_probs": [B, C, 36]}
+# and optionally ORIENTATION_KEYS: [B, C, C, bins]
 ApplyFn = Callable[[dict], Mapping[str, np.ndarray]]
+
+
+# Optional pair outputs: key -> symmetrise after averaging (omega yes; theta, phi directional).
+ORIENTATION_KEYS = {"orient_omega_probs": True, "orient_theta_probs": False, "orient_phi_probs": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +191,9 @@ def predict_tiled(
     Returns:
       ``dist_probs`` [L, L, 65] (symmetric, rows sum to 1), ``phi_probs`` /
       ``psi_probs`` [L, 36], ``pair_coverage`` [L, L] int32 (windows per pair,
-      >= 1 everywhere) and ``num_windows``.
+      >= 1 everywhere) and ``num_windows``; plus, when ``apply_fn`` returns them,
+      ``orient_omega_probs`` [L, L, 25] (symmetric), ``orient_theta_probs`` [L, L, 25] and
+      ``orient_phi_probs`` [L, L, 13] (row i: residue i towards j; not symmetrised).
     """
     L = int(np.shape(features["aatype"])[0])
     windows = make_windows(L, config.crop_size, config.stride)
@@ -191,6 +201,7 @@ def predict_tiled(
     count2 = np.zeros((L, L), np.int32)
     tors = {k: np.zeros((L, rc.NUM_TORSION_BINS), np.float32) for k in ("phi_probs", "psi_probs")}
     count1 = np.zeros((L,), np.int32)
+    orient: dict[str, np.ndarray] = {}
     bs = config.batch_size
     for k in range(0, len(windows), bs):
         chunk = windows[k : k + bs]
@@ -202,6 +213,11 @@ def predict_tiled(
         for w, idx in enumerate(chunk):
             dist[idx[:, None], idx[None, :]] += dp[w, :C, :C]
             count2[idx[:, None], idx[None, :]] += 1
+            for key in ORIENTATION_KEYS:
+                if key in out:
+                    o = np.asarray(out[key], np.float32)
+                    acc = orient.setdefault(key, np.zeros((L, L, o.shape[-1]), np.float32))
+                    acc[idx[:, None], idx[None, :]] += o[w, :C, :C]
             for key in tors:
                 tors[key][idx] += np.asarray(out[key][w, :C], np.float32)
             count1[idx] += 1
@@ -211,10 +227,14 @@ def predict_tiled(
     for key in tors:
         tors[key] /= count1[:, None]
     dist = _symmetrize(dist)
-    return {
+    result = {
         "dist_probs": dist,
         "phi_probs": tors["phi_probs"],
         "psi_probs": tors["psi_probs"],
         "pair_coverage": count2,
         "num_windows": np.int32(len(windows)),
     }
+    for key, acc in orient.items():
+        acc /= count2[..., None]
+        result[key] = _symmetrize(acc) if ORIENTATION_KEYS[key] else acc
+    return result

@@ -9,7 +9,7 @@ Example:
 from foldnet.structure.confidence import residue_confidence
 from foldnet.structure.config import FoldConfig
 from foldnet.structure.fold import FoldResult, descend, fold, refine_cartesian, sample_torsions
-from foldnet.structure.oracle import distogram_from_distances, torsion_bins_from_angles, true_distributions
+from foldnet.structure.oracle import distogram_from_distances, torsion_bins_from_angles, true_distributions, true_orientations
 from foldnet.structure.potential import Potential, energy_terms, make_potential, total_energy
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "torsion_bins_from_angles",
     "total_energy",
     "true_distributions",
+    "true_orientations",
 ]

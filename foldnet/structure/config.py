@@ -31,6 +31,16 @@ class FoldConfig:
     weight_distogram: float = 1.0
     weight_torsion: float = 5.0
     weight_clash: float = 1.0
+    # trRosetta orientation term (omega, theta, phi of CB-contacting pairs; needs a model
+    # with the orientation head). 0 = off: the potential is built without it and every
+    # number is exactly that of a potential without orientations.
+    weight_orientation: float = 0.0
+    # ... only on pairs (|i - j| >= min_separation) whose predicted P(CB-CB < 20 A), the
+    # mean of 1 - p(last bin) over the three angle heads, exceeds this ...
+    orientation_min_contact_prob: float = 0.5
+    # ... with this von Mises concentration per 15-degree bin (15 ~ a standard deviation of
+    # 15 degrees, one bin).
+    orientation_kappa: float = 15.0
     # Distogram term only on pairs with |i - j| >= min_separation.
     min_separation: int = 3
     # Probability floor in -log(p + eps) (caps the penalty of impossible bins).
@@ -66,17 +76,20 @@ class FoldConfig:
     confidence_contact_cutoff: float = 12.0
 
     def __post_init__(self):
-        positive = ("num_restarts", "num_steps", "learning_rate", "torsion_kappa", "prob_eps")
+        positive = ("num_restarts", "num_steps", "learning_rate", "torsion_kappa", "prob_eps", "orientation_kappa")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"FoldConfig.{name} must be > 0, got {getattr(self, name)!r}")
         non_negative = (
-            "weight_distogram", "weight_torsion", "weight_clash", "init_noise_deg", "refine_steps",
+            "weight_distogram", "weight_torsion", "weight_clash", "weight_orientation", "init_noise_deg", "refine_steps",
             "final_lr_fraction", "clash_ca", "clash_cb", "refine_bond_weight",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"FoldConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.orientation_min_contact_prob < 1.0:
+            raise ValueError(
+                f"FoldConfig.orientation_min_contact_prob must be in [0, 1), got {self.orientation_min_contact_prob}")
         if self.length_bucket < 1:
             raise ValueError(f"FoldConfig.length_bucket must be >= 1, got {self.length_bucket}")
         if self.min_separation < 1 or self.clash_min_separation < 1:

@@ -46,7 +46,8 @@ class FoldResult(NamedTuple):
       protein: the lowest-energy structure (N, CA, C, O; virtual CB for non-Gly), with
         per-residue confidence (0-100) in ``b_factors``.
       energy: its total (weighted) energy.
-      energy_terms: its unweighted terms {"distogram", "torsion", "clash"}.
+      energy_terms: its unweighted terms {"distogram", "torsion", "clash"} (plus
+        "orientation" when ``config.weight_orientation`` > 0).
       all_energies: [R] final total energy of every restart.
       confidence: [L] per-residue confidence (0-100), as in ``protein.b_factors``.
       summary_confidence: mean per-residue confidence.
@@ -241,6 +242,39 @@ def _checked_inputs(dist_probs, phi_probs, psi_probs) -> tuple[np.ndarray, np.nd
     return dist_probs, phi_probs, psi_probs
 
 
+def _checked_orientation(orientation, length: int, config: FoldConfig) -> Optional[dict]:
+    """The orientation probabilities as f32 arrays (None when the term is off)."""
+    if config.weight_orientation <= 0:
+        return None
+    if orientation is None:
+        raise ValueError("fold: weight_orientation > 0 needs orientation probabilities "
+                         "(orientation={'omega', 'theta', 'phi'}; a model with the orientation head)")
+    out = {}
+    for name, bins in rc.ORIENTATION_NUM_BINS.items():
+        if name not in orientation:
+            raise ValueError(f"fold: orientation lacks {name!r}")
+        arr = np.asarray(orientation[name], np.float32)
+        if arr.shape != (length, length, bins):
+            raise ValueError(f"fold: orientation[{name!r}] must be [{length}, {length}, {bins}], got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"fold: orientation[{name!r}] contains NaN or inf")
+        out[name] = arr
+    return out
+
+
+def _padded_orientation(orientation: Optional[dict], padded: int) -> Optional[dict]:
+    """Orientation probabilities padded to ``padded`` residues (uniform; masked out anyway)."""
+    if orientation is None:
+        return None
+    out = {}
+    for name, arr in orientation.items():
+        length, bins = arr.shape[0], arr.shape[-1]
+        full = np.full((padded, padded, bins), 1.0 / bins, np.float32)
+        full[:length, :length] = arr
+        out[name] = full
+    return out
+
+
 def _padded_to_bucket(dist_probs, phi_probs, psi_probs, reference, bucket: int):
     """Inputs padded with uniform distributions to a multiple of ``bucket`` residues (one
     compilation per bucket), and the residue mask [L_padded] (1 = real residue)."""
@@ -302,6 +336,7 @@ def fold(
     reference: Optional[np.ndarray] = None,
     id: str = "folded",
     chain_id: str = "A",
+    orientation: Optional[dict] = None,
 ) -> FoldResult:
     """Fold one chain from its predicted distogram and torsion distributions.
 
@@ -315,6 +350,10 @@ def fold(
       reference: optional background distogram subtracted in log space (see
         ``potential.distogram_table``), broadcastable to [L, L, 65].
       id, chain_id: identifiers of the output Protein.
+      orientation: {"omega": [L, L, 25], "theta": [L, L, 25], "phi": [L, L, 13]} predicted
+        trRosetta orientation probabilities (``rc.ORIENTATION_*`` bins; theta and phi row i
+        = angles of residue i towards j). Required when ``config.weight_orientation`` > 0
+        (a ValueError otherwise), ignored when it is 0.
     Returns:
       FoldResult with the lowest-energy structure of ``config.num_restarts`` runs.
 
@@ -325,9 +364,11 @@ def fold(
     """
     dist_probs, phi_probs, psi_probs = _checked_inputs(dist_probs, phi_probs, psi_probs)
     length = dist_probs.shape[0]
+    orientation = _checked_orientation(orientation, length, config)
     dist_p, phi_p, psi_p, ref_p, residue_mask = _padded_to_bucket(
         dist_probs, phi_probs, psi_probs, reference, config.length_bucket)
-    potential = make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask)
+    orient_p = _padded_orientation(orientation, len(residue_mask))
+    potential = make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask, orient_p)
     key = jax.random.PRNGKey(seed)
     k_phi, k_psi = jax.random.split(key)
     noise = math.radians(config.init_noise_deg)
@@ -343,7 +384,7 @@ def fold(
     best_energy = float(energies[best])
     if config.refine_steps > 0:
         if len(residue_mask) > length:  # refinement works on the real residues only
-            potential = make_potential(dist_probs, phi_probs, psi_probs, config, reference)
+            potential = make_potential(dist_probs, phi_probs, psi_probs, config, reference, orientation=orientation)
         coords, torsions, best_terms, best_energy = _refined(potential, coords, config)
     torsions = np.angle(np.exp(1j * np.asarray(torsions, np.float64))).astype(np.float32)
     conf, summary = residue_confidence(dist_probs, config.min_separation, config.confidence_contact_cutoff)

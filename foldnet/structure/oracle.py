@@ -66,6 +66,51 @@ def torsion_bins_from_angles(angles: np.ndarray, mask: np.ndarray, sigma_deg: fl
     return np.where(np.asarray(mask)[:, None] > 0, p, uniform).astype(np.float32)
 
 
+def true_orientations(protein: Protein) -> dict[str, np.ndarray]:
+    """One-hot trRosetta orientation bins of a structure (the orientation head's targets).
+
+    omega_ij = dihedral(CA_i, CB_i, CB_j, CA_j), theta_ij = dihedral(N_i, CA_i, CB_i, CB_j),
+    phi_ij = angle(CA_i, CB_i, CB_j) with real CB where present, else virtual (as
+    ``foldnet.model.heads.orientation_targets`` on a ``with_virtual_cb`` chain); pairs with
+    CB-CB >= ``rc.ORIENTATION_MAX_DIST``, the diagonal and pairs with a missing atom get the
+    last ("no contact") bin.
+
+    Args:
+      protein: chain with N, CA, C (CB real or virtual).
+    Returns:
+      {"omega": [L, L, 25], "theta": [L, L, 25], "phi": [L, L, 13]} float32 one-hot.
+    """
+    x = protein.atom_positions.astype(np.float64)
+    cb, cb_mask = geometry_np.cb_positions(protein)
+    cb = cb.astype(np.float64)
+    n, ca = x[:, rc.N_IDX], x[:, rc.CA_IDX]
+    m = protein.atom_mask
+    have = (m[:, rc.N_IDX] > 0) & (m[:, rc.CA_IDX] > 0) & (cb_mask > 0)
+    L = len(protein)
+    pair = have[:, None] & have[None, :] & ~np.eye(L, dtype=bool)
+    i_, j_ = (slice(None), None), (None, slice(None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.linalg.norm(cb[j_] - cb[i_], axis=-1)
+        omega = geometry_np.dihedral(ca[i_], cb[i_], cb[j_], ca[j_])
+        theta = geometry_np.dihedral(n[i_], ca[i_], cb[i_], cb[j_])
+        u, v = ca[i_] - cb[i_], cb[j_] - cb[i_]
+        cos_phi = np.sum(u * v, -1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
+        phi = np.arccos(np.clip(np.nan_to_num(cos_phi), -1.0, 1.0))
+    contact = pair & (d < rc.ORIENTATION_MAX_DIST)
+    width = 2.0 * np.pi / rc.ORIENTATION_DIHEDRAL_BINS
+
+    def dihedral_bin(a):
+        return np.clip(np.floor((np.nan_to_num(a) + np.pi) / width), 0, rc.ORIENTATION_DIHEDRAL_BINS - 1).astype(int)
+
+    bins = {
+        "omega": np.where(contact, dihedral_bin(omega), rc.ORIENTATION_DIHEDRAL_BINS),
+        "theta": np.where(contact, dihedral_bin(theta), rc.ORIENTATION_DIHEDRAL_BINS),
+        "phi": np.where(contact, np.clip(np.floor(phi / width), 0, rc.ORIENTATION_PLANAR_BINS - 1).astype(int),
+                        rc.ORIENTATION_PLANAR_BINS),
+    }
+    return {k: np.eye(rc.ORIENTATION_NUM_BINS[k], dtype=np.float32)[b] for k, b in bins.items()}
+
+
 def true_distributions(
     protein: Protein, dist_sigma: float = 1.0, torsion_sigma_deg: float = 10.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,6 +17,12 @@ prediction using potentials from deep learning"):
 * torsion: ``-log sum_k p_ik exp(kappa (cos(x_i - mu_k) - 1))`` for x = phi, psi: the
   predicted bin probabilities as a von Mises mixture over the bin centres (smooth and
   periodic; 0 for a perfect one-hot match).
+* orientation (``FoldConfig.weight_orientation`` > 0 and a model with the trRosetta
+  orientation head; Yang et al. 2020, PNAS 117:1496): for pairs with ``|i-j| >= s`` whose
+  predicted P(CB-CB < 20 A) exceeds ``orientation_min_contact_prob``, the same von Mises
+  mixture over the 15-degree bin centres of the renormalised angle distribution (last,
+  "no contact" bin dropped) for omega_ij (i < j, symmetric), theta_ij and phi_ij (both
+  directions), computed from N, CA and CB of the built chain (``orientation_energy``).
 * clash: ``sum relu(t - d)^2`` over CA-CA (t = 3.8 A) and CB-CB (t = 3.6 A) pairs with
   ``|i-j| >= clash_min_separation``.
 """
@@ -260,6 +266,135 @@ def clash_energy(x: jnp.ndarray, pairs_i: jnp.ndarray, pairs_j: jnp.ndarray, thr
     return jnp.square(jnp.maximum(threshold - d, 0.0))
 
 
+# Orientation bin centres (radians): 24 dihedral bins over [-pi, pi), 12 planar over [0, pi).
+_O_WIDTH = 2.0 * np.pi / rc.ORIENTATION_DIHEDRAL_BINS
+ORIENTATION_DIHEDRAL_CENTERS = (-np.pi + _O_WIDTH * (np.arange(rc.ORIENTATION_DIHEDRAL_BINS) + 0.5)).astype(np.float32)
+ORIENTATION_PLANAR_CENTERS = (_O_WIDTH * (np.arange(rc.ORIENTATION_PLANAR_BINS) + 0.5)).astype(np.float32)
+
+
+def _cos_sin(x: jnp.ndarray, y: jnp.ndarray, tiny: float = 1e-8) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(cos, sin) of ``atan2(y, x)`` without the angle: ``(x, y) / |(x, y)|``.
+
+    Where ``|(x, y)|^2 <= tiny`` (a degenerate pair, e.g. i == j) it is (1, 0) with a zero
+    gradient: the select happens before the rsqrt, so no NaN or inf reaches the backward pass.
+    """
+    r2 = x * x + y * y
+    ok = r2 > tiny
+    inv = lax.rsqrt(jnp.where(ok, r2, 1.0))
+    return jnp.where(ok, x * inv, 1.0), jnp.where(ok, y * inv, 0.0)
+
+
+def orientation_angles(coords: jnp.ndarray) -> dict[str, tuple[jnp.ndarray, jnp.ndarray]]:
+    """(cos, sin) [L, L] of trRosetta's omega_ij, theta_ij and phi_ij of a chain.
+
+    omega_ij = dihedral(CA_i, CB_i, CB_j, CA_j), theta_ij = dihedral(N_i, CA_i, CB_i, CB_j),
+    phi_ij = angle(CA_i, CB_i, CB_j) (``foldnet.model.heads.orientation_targets``'s
+    definitions; Yang et al. 2020). Every pair quantity is a dot or triple product of
+    per-residue vectors with ``CB_j - CB_i``, so it is computed as [L, L] matmuls without
+    [L, L, 3] temporaries; dihedrals follow Blondel & Karplus (1996):
+    ``atan2(b1^ . (b0 x b2), (b0 . b2) - (b0 . b1^)(b2 . b1^))``, each scaled by a positive
+    factor that ``_cos_sin`` removes.
+
+    Args:
+      coords: [L, 5, 3] N, CA, C, O, CB (Angstrom).
+    Returns:
+      {"omega", "theta", "phi": (cos [L, L], sin [L, L])}; the diagonal is (1, 0).
+    """
+    if coords.ndim != 3 or coords.shape[1:] != (rc.NUM_ATOMS, 3):
+        raise ValueError(f"orientation_angles: coords must be [L, {rc.NUM_ATOMS}, 3], got {coords.shape}")
+    x = coords.astype(jnp.float32)
+    x = x - jnp.mean(x[:, rc.CA_IDX], axis=0)
+    n, ca, cb = x[:, rc.N_IDX], x[:, rc.CA_IDX], x[:, rc.CB_IDX]
+    hi = lax.Precision.HIGHEST
+
+    def dots(u, v):  # [L, L]: u_i . (v_j - v_i) for per-residue u and points v
+        return jnp.matmul(u, v.T, precision=hi) - jnp.sum(u * v, axis=-1)[:, None]
+
+    sq = jnp.sum(cb * cb, axis=-1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * jnp.matmul(cb, cb.T, precision=hi)  # |CB_j - CB_i|^2
+    ok = d2 > 1e-4
+    d = jnp.sqrt(jnp.where(ok, d2, 1.0))
+    # omega: b0 = a_i, b1 = CB_j - CB_i, b2 = a_j with a = CA - CB; scaled by |d|^2.
+    a = ca - cb
+    ad_i = dots(a, cb)  # a_i . (CB_j - CB_i)
+    ad_j = -ad_i.T  # a_j . (CB_j - CB_i)
+    aa = jnp.matmul(a, a.T, precision=hi)
+    # d . (a_i x a_j) = a_i . (a_j x CB_j) - a_j . (CB_i x a_i)
+    triple = jnp.matmul(a, jnp.cross(a, cb).T, precision=hi) - jnp.matmul(jnp.cross(cb, a), a.T, precision=hi)
+    omega = _cos_sin(jnp.where(ok, d2 * aa - ad_i * ad_j, 1.0), jnp.where(ok, d * triple, 0.0))
+    # theta: b0 = N_i - CA_i, b1^ = (CB_i - CA_i)^ (per residue), b2 = CB_j - CB_i.
+    b1 = cb - ca
+    b1n = b1 * lax.rsqrt(jnp.maximum(jnp.sum(b1 * b1, axis=-1, keepdims=True), 1e-8))
+    b0 = n - ca
+    v = b0 - jnp.sum(b0 * b1n, axis=-1, keepdims=True) * b1n
+    theta = _cos_sin(jnp.where(ok, dots(v, cb), 1.0), jnp.where(ok, dots(jnp.cross(b1n, v), cb), 0.0))
+    # phi: angle between a_i = CA_i - CB_i and CB_j - CB_i; |a x d|^2 = |a|^2 |d|^2 - (a . d)^2.
+    s2 = jnp.sum(a * a, axis=-1)[:, None] * d2 - ad_i * ad_i
+    s_ok = ok & (s2 > 1e-4)
+    sin_phi = jnp.where(s_ok, jnp.sqrt(jnp.where(s_ok, s2, 1.0)), 0.0)
+    phi = _cos_sin(jnp.where(ok, ad_i, 1.0), sin_phi)
+    return {"omega": omega, "theta": theta, "phi": phi}
+
+
+def von_mises_mixture_energy(cos_sin: tuple[jnp.ndarray, jnp.ndarray], log_probs: jnp.ndarray,
+                             centers: np.ndarray, kappa: float) -> jnp.ndarray:
+    """``-logsumexp_k(log p_k + kappa (cos(x - mu_k) - 1))`` from (cos x, sin x).
+
+    Args:
+      cos_sin: ([...], [...]) cosine and sine of the angles.
+      log_probs: [..., K] log bin probabilities.
+      centers: [K] bin centres mu_k (radians).
+      kappa: concentration of each component.
+    Returns:
+      [...] energies (>= 0 when the probabilities sum to 1).
+    """
+    c, s = cos_sin
+    cos_mu = jnp.asarray(np.cos(centers), jnp.float32)
+    sin_mu = jnp.asarray(np.sin(centers), jnp.float32)
+    cos_delta = c[..., None] * cos_mu + s[..., None] * sin_mu
+    return -logsumexp(log_probs + kappa * (cos_delta - 1.0), axis=-1)
+
+
+def orientation_tables(
+    omega_probs: jnp.ndarray, theta_probs: jnp.ndarray, phi_probs: jnp.ndarray, eps: float
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """Renormalised log angle probabilities and the contact probability of every pair.
+
+    Args:
+      omega_probs, theta_probs: [L, L, 25]; phi_probs: [L, L, 13] (last bin: CB-CB >= 20 A).
+      eps: probability floor.
+    Returns:
+      (omega [L, L, 24], theta [L, L, 24], phi [L, L, 12] log probabilities of the angle
+      bins given a contact; contact [L, L] = mean over the three heads of 1 - p(last bin),
+      symmetrised). omega is symmetrised; theta and phi are directional and kept as given.
+    """
+    def split(p):
+        p = p.astype(jnp.float32)
+        p = p / jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-12)
+        angles = p[..., :-1]
+        angles = angles / jnp.maximum(jnp.sum(angles, axis=-1, keepdims=True), 1e-12)
+        k = angles.shape[-1]
+        return jnp.log(angles + eps) - jnp.log1p(eps * k), 1.0 - p[..., -1]
+
+    omega_probs = 0.5 * (omega_probs + jnp.swapaxes(omega_probs, 0, 1))
+    (lo, co), (lt, ct), (lp, cp) = split(omega_probs), split(theta_probs), split(phi_probs)
+    contact = (co + ct + cp) / 3.0
+    return lo, lt, lp, 0.5 * (contact + contact.T)
+
+
+_orientation_tables = jax.jit(orientation_tables, static_argnames=("eps",))
+
+
+def orientation_energy(potential: "Potential", coords: jnp.ndarray, kappa: float) -> jnp.ndarray:
+    """Weighted sum of the omega (i < j), theta and phi (i != j) mixture energies."""
+    ang = orientation_angles(coords)
+    e_omega = von_mises_mixture_energy(ang["omega"], potential.omega_log_probs, ORIENTATION_DIHEDRAL_CENTERS, kappa)
+    e_theta = von_mises_mixture_energy(ang["theta"], potential.theta_log_probs, ORIENTATION_DIHEDRAL_CENTERS, kappa)
+    e_phi = von_mises_mixture_energy(ang["phi"], potential.orient_phi_log_probs, ORIENTATION_PLANAR_CENTERS, kappa)
+    w = potential.orient_weight
+    return jnp.sum(jnp.triu(w, 1) * e_omega) + jnp.sum(w * (e_theta + e_phi))
+
+
 class Potential(NamedTuple):
     """Precomputed tables for one protein; ``energy_terms(coords)`` evaluates the terms.
 
@@ -275,6 +410,11 @@ class Potential(NamedTuple):
     psi_log_probs: jnp.ndarray  # [L, 36]
     phi_mask: jnp.ndarray  # [L] 0 for the first residue (phi_0 moves nothing)
     psi_mask: jnp.ndarray  # [L] 0 for the last residue
+    # Orientation term (None unless weight_orientation > 0 and orientations were given):
+    omega_log_probs: Optional[jnp.ndarray] = None  # [L, L, 24] symmetric
+    theta_log_probs: Optional[jnp.ndarray] = None  # [L, L, 24] row i: theta_ij
+    orient_phi_log_probs: Optional[jnp.ndarray] = None  # [L, L, 12] row i: phi_ij
+    orient_weight: Optional[jnp.ndarray] = None  # [L, L] float32 0/1, symmetric, 0 on the diagonal
 
 
 def make_potential(
@@ -284,6 +424,7 @@ def make_potential(
     config: FoldConfig,
     reference: Optional[jnp.ndarray] = None,
     residue_mask: Optional[np.ndarray] = None,
+    orientation: Optional[dict] = None,
 ) -> Potential:
     """Precompute everything the potential needs for one protein.
 
@@ -293,6 +434,9 @@ def make_potential(
       config: weights, separations, eps and kappa.
       reference: optional background distogram (see ``distogram_table``).
       residue_mask: [L] 1 for residues whose predictions count (None: all).
+      orientation: {"omega": [L, L, 25], "theta": [L, L, 25], "phi": [L, L, 13]} predicted
+        orientation probabilities (``rc.ORIENTATION_*`` bins), or None. Used only when
+        ``config.weight_orientation > 0``, and then required.
     Returns:
       Potential tables.
     """
@@ -313,6 +457,9 @@ def make_potential(
     phi_mask[0] = 0.0
     psi_mask = m.copy()
     psi_mask[-1] = 0.0
+    extra = {}
+    if config.weight_orientation > 0:
+        extra = _orientation_fields(orientation, m, config)
     return Potential(
         coef_rows=coef,
         row=jnp.asarray(np.arange(half * size, dtype=np.int32).reshape(half, size) * _NUM_SEGMENTS),
@@ -322,7 +469,27 @@ def make_potential(
         psi_log_probs=_torsion_log_probs(jnp.asarray(psi_probs), config.prob_eps),
         phi_mask=jnp.asarray(phi_mask),
         psi_mask=jnp.asarray(psi_mask),
+        **extra,
     )
+
+
+def _orientation_fields(orientation: Optional[dict], residue_mask: np.ndarray, config: FoldConfig) -> dict:
+    """The orientation fields of ``Potential`` (``make_potential`` with weight_orientation > 0)."""
+    length = residue_mask.shape[0]
+    if orientation is None:
+        raise ValueError("make_potential: weight_orientation > 0 needs orientation probabilities "
+                         "(a model with the orientation head)")
+    for name, arr in orientation.items():
+        want = (length, length, rc.ORIENTATION_NUM_BINS[name])
+        if np.shape(arr) != want:
+            raise ValueError(f"make_potential: orientation[{name!r}] must be {list(want)}, got {np.shape(arr)}")
+    lo, lt, lp, contact = _orientation_tables(
+        jnp.asarray(orientation["omega"]), jnp.asarray(orientation["theta"]), jnp.asarray(orientation["phi"]),
+        config.prob_eps)
+    i, j = np.meshgrid(np.arange(length), np.arange(length), indexing="ij")
+    keep = (np.abs(i - j) >= config.min_separation) * residue_mask[:, None] * residue_mask[None, :]
+    weight = jnp.asarray(keep, jnp.float32) * (contact > config.orientation_min_contact_prob).astype(jnp.float32)
+    return {"omega_log_probs": lo, "theta_log_probs": lt, "orient_phi_log_probs": lp, "orient_weight": weight}
 
 
 @functools.partial(jax.jit, static_argnames=("eps", "max_slope"))
@@ -374,7 +541,9 @@ def energy_terms(
       phi, psi: [L] torsions in radians (those that built ``coords``).
       config: kappa and clash thresholds.
     Returns:
-      {"distogram", "torsion", "clash"}: scalar energies (sums over pairs / residues).
+      {"distogram", "torsion", "clash"[, "orientation"]}: scalar energies (sums over pairs /
+      residues); "orientation" only when the potential has orientation tables
+      (``make_potential`` with weight_orientation > 0).
     """
     size = potential.row.shape[1]
     d_ca = packed_distances(coords[:, rc.CA_IDX], size)
@@ -386,13 +555,20 @@ def energy_terms(
         potential.clash_weight
         * (jnp.square(jnp.maximum(config.clash_ca - d_ca, 0.0)) + jnp.square(jnp.maximum(config.clash_cb - d, 0.0)))
     )
-    return {"distogram": e_dist, "torsion": e_tors, "clash": e_clash}
+    terms = {"distogram": e_dist, "torsion": e_tors, "clash": e_clash}
+    if potential.orient_weight is not None:
+        terms["orientation"] = orientation_energy(potential, coords, config.orientation_kappa)
+    return terms
 
 
 def total_energy(terms: dict[str, jnp.ndarray], config: FoldConfig) -> jnp.ndarray:
-    """Config-weighted sum of the terms."""
-    return (
+    """Config-weighted sum of the terms (the orientation term only when its weight is > 0,
+    so weight 0 is the old expression exactly)."""
+    total = (
         config.weight_distogram * terms["distogram"]
         + config.weight_torsion * terms["torsion"]
         + config.weight_clash * terms["clash"]
     )
+    if config.weight_orientation > 0 and "orientation" in terms:
+        total = total + config.weight_orientation * terms["orientation"]
+    return total
