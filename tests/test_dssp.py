@@ -102,6 +102,28 @@ def _unit(v):
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
+def test_proteinnet_chains_match_their_full_backbone_files(testdata, data_root):
+    """ProteinNet gives N, CA, C only (0.01 A); the bundle's ProMod3 file of the same chain has
+    the real O. DSSP from placed O vs from real O, measured on the first 8 validation chains:
+    1.000 1.000 1.000 0.991 1.000 1.000 0.989 0.941 (8-state; 3-state >= 0.989), pooled 0.993."""
+    import itertools
+
+    from foldnet.data.proteinnet import iter_proteinnet
+
+    hits = total = 0
+    for p in itertools.islice(iter_proteinnet(testdata / "proteinnet" / "validation.gz"), 8):
+        assert p.atom_mask[:, rc.O_IDX].max() == 0
+        pdb, chain = p.id.split("_")[0], p.id.split("_")[-1]
+        full = read_structure(data_root / "promod3_structure_db" / "pdb_single_domain" / f"{pdb}{chain}.pdb.gz")
+        assert full.sequence == p.sequence
+        a = dssp.to_string(dssp.secondary_structure(p.atom_positions, p.atom_mask, p.aatype))
+        b = _ss(full)
+        assert _agreement(a, b) >= 0.92 and _agreement(_three(a), _three(b)) >= 0.97, (p.id, a, b)
+        hits += sum(x == y for x, y in zip(a, b))
+        total += len(a)
+    assert hits / total >= 0.98
+
+
 # ---------------------------------------------------------------- geometry by hand
 
 
@@ -232,8 +254,8 @@ def test_edge_cases_and_shapes():
         dssp.secondary_structure(np.zeros((7, rc.NUM_ATOMS, 3)), np.zeros((7, rc.NUM_ATOMS)), np.zeros(6))
 
 
-def test_rigid_motion_invariance(proteins):
-    protein = proteins[CHAINS[0]["file"]]
+def test_rigid_motion_invariance(testdata):
+    protein = read_structure(testdata / "cath_tools_testdata" / "1c0pA01")
     c, s = math.cos(1.1), math.sin(1.1)
     rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.array([[1.0, 0, 0], [0, c, s], [0, -s, c]])
     moved = protein.atom_positions @ rot.T + np.array([30.0, -12.0, 7.0])
