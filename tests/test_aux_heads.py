@@ -180,3 +180,23 @@ def test_parameter_ema_arithmetic_and_skipped_steps(batch):
     with pytest.raises(ValueError, match="ema_params"):
         plain = create_train_state(cfg, dataclasses.replace(opt_cfg, ema_decay=0.0), 0, batch)[2]
         make_train_step(model, opt, ema_decay=0.9)(plain, batch)
+
+
+def test_ss_head_trains_on_loader_dssp_targets(testdata, tmp_path):
+    """model.ss_weight > 0 end to end: the loader fills ss8 / ss_mask from foldnet.data.dssp on a
+    real cache (ProteinNet chains, O placed) and one training step takes them: finite ss_loss."""
+    from dataset_fixtures import train_val_h5
+    from foldnet.data.loader import CropLoader
+
+    train, _ = train_val_h5(testdata, tmp_path, 4, 1)
+    loader = CropLoader(train, CROP, 2, seed=1, prefetch=0, secondary_structure=True)
+    batch = loader.make_batch(0, 0)
+    m = batch["ss_mask"] > 0
+    assert m.sum() >= CROP and len(set(batch["ss8"][m].tolist())) >= 2  # real labels, not all coil
+    cfg = dataclasses.replace(PRESETS["tiny"], dtype="float32", **AUX)
+    model, opt, state = create_train_state(cfg, OptimConfig(learning_rate=1e-3, warmup_steps=1, total_steps=4), 0, batch)
+    step = jax.jit(make_train_step(model, opt), compiler_options=FAST_COMPILE)
+    state, metrics = step(state, batch)
+    ss_loss = float(metrics["ss_loss"])
+    assert math.isfinite(ss_loss) and 0.5 < ss_loss < 2 * math.log(rc.NUM_SS8)
+    assert float(metrics["skipped"]) == 0.0 and int(state.step) == 1

@@ -251,3 +251,32 @@ def test_discontiguous_crops_keep_true_positions_and_geometry(ds):
     assert plain.crop_windows(0, 0) is None and _equal(plain.make_batch(0, 1), zero.make_batch(0, 1))
     with pytest.raises(ValueError, match="discontiguous_prob"):
         CropLoader(ds, N, 4, discontiguous_prob=1.5)
+
+
+def test_secondary_structure_targets_from_dssp(ds):
+    """secondary_structure=True (what model.ss_weight > 0 turns on): ss8 / ss_mask are the chain's
+    DSSP states (foldnet.data.dssp, O placed: ProteinNet has none) at the crop's true positions."""
+    from foldnet.data.dssp import secondary_structure
+
+    loader = CropLoader(ds, N, 4, seed=2, prefetch=0, discontiguous_prob=0.5, secondary_structure=True)
+    off = CropLoader(ds, N, 4, seed=2, prefetch=0, discontiguous_prob=0.5)
+    labelled = helix = strand = 0
+    for index in range(3):
+        b, plain = loader.make_batch(0, index), off.make_batch(0, index)
+        assert all(np.array_equal(b[k], plain[k]) for k in BATCH_KEYS if k not in ("ss8", "ss_mask"))
+        assert np.all(plain["ss_mask"] == 0) and np.all(plain["ss8"] == rc.SS8_COIL)
+        for r in range(4):
+            e, n = int(b["example_id"][r]), int(b["length"][r])
+            pos = b["residue_index"][r, :n]
+            x = ds.read(e, keys=("aatype", "atom_positions", "atom_mask"))
+            assert x["atom_mask"][:, rc.O_IDX].max() == 0
+            want = secondary_structure(x["atom_positions"], x["atom_mask"], x["aatype"])
+            np.testing.assert_array_equal(b["ss8"][r, :n], want[pos])
+            np.testing.assert_array_equal(b["ss_mask"][r, :n], x["atom_mask"][pos, :3].min(1))
+            assert np.all(b["ss_mask"][r, n:] == 0) and np.all(b["ss8"][r, n:] == rc.SS8_COIL)
+            m = b["ss_mask"][r] > 0
+            labelled += m.sum()
+            helix += np.isin(b["ss8"][r][m], [0, 1, 2]).sum()
+            strand += np.isin(b["ss8"][r][m], [3, 4]).sum()
+    # real chains: a fair share of helix and strand, not all coil
+    assert helix > 0.15 * labelled and strand > 0.05 * labelled, (helix, strand, labelled)

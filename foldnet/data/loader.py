@@ -174,9 +174,10 @@ class SecondaryStructureCache:
         if got is None:
             from foldnet.data.dssp import secondary_structure
 
-            x = self.dataset.read(example, keys=("atom_positions", "atom_mask"))
+            x = self.dataset.read(example, keys=("aatype", "atom_positions", "atom_mask"))
             mask = x["atom_mask"][:, [rc.N_IDX, rc.CA_IDX, rc.C_IDX]].min(axis=1).astype(np.float32)
-            ss = secondary_structure(x["atom_positions"], x["atom_mask"]).astype(np.int32)
+            # aatype: prolines donate no H-bond (DSSP).
+            ss = secondary_structure(x["atom_positions"], x["atom_mask"], x["aatype"]).astype(np.int32)
             got = self._states[example] = (ss, mask)
         return got
 
