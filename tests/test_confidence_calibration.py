@@ -133,55 +133,6 @@ def test_expected_lddt_feature_of_an_exact_model_is_one():
     assert np.allclose(f[:, C.FEATURES.index("has_profile")], 1.0)
 
 
-def test_restart_agreement_hand_values():
-    # Three CAs on a line 3.8 A apart; restart Y moves the last one 1.5 A further out. With Y as
-    # the reference: pair (0,1) keeps 3.8 A (score 1), pairs (0,2) and (1,2) are off by 1.5 A
-    # (passes the 2 and 4 A thresholds: 0.5). Residue lDDTs vs Y: 0.75, 0.75, 0.5; vs an identical
-    # restart: 1. The mean over the two restarts: 0.875, 0.875, 0.75.
-    x = np.array([[0.0, 0, 0], [3.8, 0, 0], [7.6, 0, 0]])
-    y = x.copy()
-    y[2, 0] = 9.1
-    assert np.allclose(C.restart_agreement(x, np.stack([x, y])), [0.875, 0.875, 0.75])
-    assert np.all(np.isnan(C.restart_agreement(x, None)))
-    with pytest.raises(ValueError, match=r"other_ca must be \[R, 3, 3\]"):
-        C.restart_agreement(x, np.zeros((2, 4, 3)))
-    result = type("R", (), {"restart_ca": np.stack([y, x, y]), "best_restart": 1})()
-    assert np.array_equal(C.other_restarts(result), np.stack([y, y]))
-    f = C.residue_features(_one_hot(3, np.zeros((3, 3), int)), np.zeros((3, 3)), False, x, np.stack([x, y]))
-    assert np.allclose(f[:, C.FEATURES.index("restart_lddt")], [0.875, 0.875, 0.75])
-
-
-def test_missing_restart_agreement_takes_the_fitting_mean():
-    # One restart: no agreement to measure; the calibration reads its fitting-set mean instead.
-    rng = np.random.default_rng(4)
-    feats = rng.uniform(0, 1, (300, len(C.FEATURES)))
-    calib = C.Calibration.fit(feats, 100 * feats[:, -1])
-    k = C.FEATURES.index("restart_lddt")
-    assert calib.fill[k] == pytest.approx(feats[:, k].mean(), abs=1e-6)
-    row = feats[:1].copy()
-    row[0, k] = np.nan
-    filled = row.copy()
-    filled[0, k] = calib.fill[k]
-    assert calib.predict(row) == pytest.approx(calib.predict(filled))
-    no_fill = C.Calibration(calib.weights, calib.knots_x, calib.knots_y)
-    with pytest.raises(ValueError, match="restart_lddt"):
-        no_fill.predict(row)
-
-
-def test_version_1_calibration_of_the_first_model_still_loads():
-    # foldnet-base-cpu-v1 ships a five-feature calibration: it ignores the restart agreement.
-    from foldnet.inference.pretrained import checkpoint_home
-
-    calib = C.load_calibration(checkpoint_home("pretrained:foldnet-base-cpu-v1", None)[0])
-    assert calib.features == C.FEATURES[:5] and len(calib.weights) == 6
-    feats = np.random.default_rng(5).uniform(0, 1, (20, len(C.FEATURES)))
-    other = feats.copy()
-    other[:, -1] = np.nan
-    assert np.array_equal(calib.predict(feats), calib.predict(other))
-    score = calib.weights[0] + feats[:, :5] @ np.asarray(calib.weights[1:])
-    assert np.allclose(calib.predict(feats), np.clip(np.interp(score, calib.knots_x, calib.knots_y), 0, 100), atol=1e-4)
-
-
 def test_pde_json_layout(tmp_path):
     m = np.array([[0.0, 1.234], [1.234, 0.0]])
     report.write_distance_error_json(m, tmp_path / "x_pde.json")

@@ -261,10 +261,6 @@ def test_fold_result_contents(native_chains, folded):
     np.testing.assert_allclose(np.asarray(distance(x[:-1, 2], x[1:, 0])), rc.BOND_C_N, atol=1e-3)
     np.testing.assert_allclose(np.asarray(distance(x[:, 2], x[:, 3])), rc.BOND_C_O, atol=1e-3)
     np.testing.assert_allclose(np.abs(r.torsions[:-1, 2]), math.pi, atol=1e-4)
-    # Every restart's CA (what the confidence's restart agreement reads); without refinement
-    # the kept one is the written model.
-    assert r.restart_ca.shape == (FAST.num_restarts, L, 3)
-    np.testing.assert_allclose(r.restart_ca[r.best_restart], prot.atom_positions[:, rc.CA_IDX], atol=1e-4)
 
 
 def test_fold_is_deterministic_per_seed(native_chains, folded):

@@ -61,7 +61,6 @@ from foldnet.inference.predict import (
 )
 from foldnet.inference.tiling import TilingConfig
 from foldnet.structure.config import FoldConfig
-from foldnet.structure.confidence import other_restarts
 
 log = logging.getLogger(__name__)
 
@@ -449,10 +448,8 @@ def folded_scores(model: Protein, native: Native) -> dict[str, float]:
 
 
 def confidence_scores(dist_probs: np.ndarray, model: Protein, native: Native, has_profile: bool,
-                      calibration, other_ca: Optional[np.ndarray] = None) -> tuple[dict, dict]:
+                      calibration) -> tuple[dict, dict]:
     """Per-residue confidence, its features and the truth; and the distance-error scores.
-
-    ``other_ca``: [R, L, 3] CA of the folding restarts not kept (``confidence.other_restarts``).
 
     Returns:
       (residues: ``plddt`` [L] (the written B-factors), ``lddt`` [L] true per-residue
@@ -464,9 +461,9 @@ def confidence_scores(dist_probs: np.ndarray, model: Protein, native: Native, ha
     from foldnet.structure import confidence as C
 
     model_dist, _ = geometry_np.cb_distance_map(model)
+    feats = C.residue_features(dist_probs, model_dist, has_profile)
+    plddt = C.model_confidence(calibration, dist_probs, model_dist, has_profile)
     model_ca = model.atom_positions[:, rc.CA_IDX].astype(np.float64)
-    feats = C.residue_features(dist_probs, model_dist, has_profile, model_ca, other_ca)
-    plddt = C.model_confidence(calibration, dist_probs, model_dist, has_profile, model_ca, other_ca)
     true = 100.0 * M.lddt_per_residue(model_ca, native.ca, native.mask)
     pde = C.distance_error_matrix(dist_probs)
     # The distogram cannot tell 25 A from 40 A (its last bin is open), so the actual error is
@@ -572,8 +569,7 @@ class DomainEvaluator:
             scores.update(folded_scores(folded.protein, native))
             scores["fold_energy"] = folded.energy
             residues, pair_scores = confidence_scores(dist["dist_probs"], folded.protein, native,
-                                                      method == "profile", self.calibration,
-                                                      other_restarts(folded))
+                                                      method == "profile", self.calibration)
             scores.update(pair_scores)
             scores["mean_confidence"] = float(np.mean(residues["plddt"])) if len(prot) else math.nan
             result.setdefault("residues", {})[method] = residues

@@ -313,7 +313,7 @@ def write_outputs(
     """
     from foldnet.common import geometry_np
     from foldnet.common.pdb_io import write_mmcif, write_pdb
-    from foldnet.structure.confidence import distance_error_matrix, model_confidence, other_restarts
+    from foldnet.structure.confidence import distance_error_matrix, model_confidence
 
     rid = protein.id
     stem = stem or safe_stem(rid, "record id")
@@ -322,9 +322,7 @@ def write_outputs(
     # The confidence of the structure as written: the calibration compares its distances with
     # the distogram (fold_result.confidence is the distogram's sharpness alone).
     model_dist, _ = geometry_np.cb_distance_map(fold_result.protein)
-    model_ca = fold_result.protein.atom_positions[:, rc.CA_IDX]
-    confidence = model_confidence(calibration, dist["dist_probs"], model_dist, has_profile, model_ca,
-                                  other_restarts(fold_result)).astype(np.float32)
+    confidence = model_confidence(calibration, dist["dist_probs"], model_dist, has_profile).astype(np.float32)
     model = fold_result.protein.replace(id=rid, aatype=protein.aatype, b_factors=confidence)
     pde = distance_error_matrix(dist["dist_probs"])
     report.write_distance_error_json(pde, out_dir / f"{stem}_pde.json")

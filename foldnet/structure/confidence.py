@@ -71,16 +71,11 @@ def residue_confidence(
 # score of a few per-residue features, mapped by isotonic regression onto the true
 # per-residue lDDT-Calpha x 100 of folded validation models. The features compare the
 # *written* structure with the distogram, so a model that folded away from its own
-# prediction is flagged even when the distogram is sharp. The last feature asks the folding
-# itself: restarts that descend to the same place around a residue (high lDDT between the
-# kept model and the other restarts) mean the potential pins it down; where they scatter,
-# the written coordinates are one guess of many.
+# prediction is flagged even when the distogram is sharp.
 
 CALIBRATION_FILE = "confidence.json"
-CALIBRATION_VERSION = 2
-FEATURES = ("sharpness", "expected_lddt", "log_neighbours", "log_length", "has_profile", "restart_lddt")
-# Version 1 (the first shipped models) read the first five.
-_V1_FEATURES = FEATURES[:5]
+CALIBRATION_VERSION = 1
+FEATURES = ("sharpness", "expected_lddt", "log_neighbours", "log_length", "has_profile")
 LDDT_RADIUS = 15.0
 LDDT_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
 
@@ -111,59 +106,19 @@ def distance_error_matrix(dist_probs: np.ndarray) -> np.ndarray:
     return np.einsum("ijb,ijb->ij", p, np.abs(c[None, None, :] - mean[..., None]))
 
 
-def restart_agreement(model_ca: np.ndarray, other_ca: Optional[np.ndarray]) -> np.ndarray:
-    """Per-residue lDDT-Calpha (0-1) of the written model against each other restart, averaged.
-
-    Args:
-      model_ca: [L, 3] CA coordinates of the written model.
-      other_ca: [R, L, 3] CA coordinates the other folding restarts reached (None or R = 0:
-        no restart to compare with).
-
-    Returns:
-      [L] float64: restart r is taken as the reference (its pairs within 15 A are scored), the
-      mean over restarts; NaN for every residue when there is no other restart.
-    """
-    from foldnet.metrics.lddt import lddt_per_residue
-
-    ca = np.asarray(model_ca, np.float64)
-    if ca.ndim != 2 or ca.shape[1] != 3:
-        raise ValueError(f"restart_agreement: model_ca must be [L, 3], got {ca.shape}")
-    if other_ca is None or len(other_ca) == 0:
-        return np.full(len(ca), np.nan)
-    other = np.asarray(other_ca, np.float64)
-    if other.shape[1:] != ca.shape:
-        raise ValueError(f"restart_agreement: other_ca must be [R, {len(ca)}, 3], got {other.shape}")
-    scores = np.stack([lddt_per_residue(ca, ref) for ref in other])
-    # A residue with no partner within 15 A in a restart (only in tiny chains) counts as
-    # agreeing: there is nothing to disagree about.
-    return np.nan_to_num(scores, nan=1.0).mean(0)
-
-
-def other_restarts(fold_result) -> Optional[np.ndarray]:
-    """[R - 1, L, 3] CA of every restart but the kept one (``FoldResult.restart_ca``), or None."""
-    ca = getattr(fold_result, "restart_ca", None)
-    if ca is None:
-        return None
-    return np.delete(np.asarray(ca), int(fold_result.best_restart), axis=0)
-
-
-def residue_features(dist_probs: np.ndarray, model_dist: np.ndarray, has_profile: bool,
-                     model_ca: Optional[np.ndarray] = None, other_ca: Optional[np.ndarray] = None) -> np.ndarray:
+def residue_features(dist_probs: np.ndarray, model_dist: np.ndarray, has_profile: bool) -> np.ndarray:
     """Per-residue features [L, len(FEATURES)] of a folded model and its distogram.
 
     Args:
       dist_probs: [L, L, 65] predicted distogram.
       model_dist: [L, L] CB-CB distances of the written model (A).
       has_profile: the prediction used a sequence profile.
-      model_ca: [L, 3] CA coordinates of the written model, and
-      other_ca: [R, L, 3] CA coordinates of the other folding restarts (``other_restarts``);
-        either None: ``restart_lddt`` is NaN (a calibration then uses its fitting mean).
 
     Returns:
       Columns in ``FEATURES`` order: distogram sharpness near the residue (0-1); the expected
       lDDT of the model's distances if the true distance were drawn from the distogram (pairs
       whose drawn distance is < 15 A, thresholds 0.5/1/2/4 A, as lDDT); log(1 + expected
-      number of partners within 15 A); log(L); 1 in profile mode; ``restart_agreement``.
+      number of partners within 15 A); log(L); 1 in profile mode.
     """
     p = _checked_probs(dist_probs, "residue_features")
     length = p.shape[0]
@@ -181,14 +136,8 @@ def residue_features(dist_probs: np.ndarray, model_dist: np.ndarray, has_profile
     wsum = w.sum((1, 2))
     exp_lddt = np.where(wsum > 1e-6, (w * score).sum((1, 2)) / np.maximum(wsum, 1e-12), 0.0)
     sharp = residue_confidence(p)[0].astype(np.float64) / 100.0
-    if model_ca is None or other_ca is None:
-        agree = np.full(length, np.nan)
-    else:
-        if np.shape(model_ca) != (length, 3):
-            raise ValueError(f"residue_features: model_ca must be [{length}, 3], got {np.shape(model_ca)}")
-        agree = restart_agreement(model_ca, other_ca)
     cols = [sharp, exp_lddt, np.log1p(wsum), np.full(length, np.log(max(length, 1))),
-            np.full(length, float(bool(has_profile))), agree]
+            np.full(length, float(bool(has_profile)))]
     return np.stack(cols, axis=1)
 
 
@@ -223,34 +172,24 @@ class Calibration:
     """Features -> estimated lDDT-Calpha x 100: a linear score, then an isotonic map.
 
     Attributes:
-      weights: [1 + len(features)] intercept and feature weights of the score.
+      weights: [1 + len(FEATURES)] intercept and feature weights of the score.
       knots_x, knots_y: the isotonic map of the score (``np.interp``, clipped at the ends).
       info: how and on what it was fitted (written into the JSON as is).
-      features: the ``FEATURES`` it reads, in order (version-1 calibrations read five).
-      fill: per feature, the value a missing (NaN) feature takes: its mean on the fitting set
-        (a model folded with one restart has no restart agreement). None: no fill.
     """
 
     weights: tuple
     knots_x: tuple
     knots_y: tuple
     info: dict = dataclasses.field(default_factory=dict)
-    features: tuple = FEATURES
-    fill: Optional[tuple] = None
 
     @classmethod
     def fit(cls, features: np.ndarray, lddt100: np.ndarray, info: Optional[dict] = None) -> "Calibration":
-        """Least squares on the features (columns ``FEATURES``), then isotonic regression of the
-        truth on the score. Residues with a missing feature or truth are left out."""
+        """Least squares on the features, then isotonic regression of the truth on the score."""
         x = np.asarray(features, np.float64)
         y = np.asarray(lddt100, np.float64)
-        if x.ndim != 2 or x.shape[1] != len(FEATURES):
-            raise ValueError(f"Calibration.fit: features must be [N, {len(FEATURES)}] ({list(FEATURES)}), "
-                             f"got {x.shape}")
         ok = np.all(np.isfinite(x), axis=1) & np.isfinite(y)
         if ok.sum() < 10:
-            raise ValueError(f"Calibration.fit: need >= 10 residues with every feature and a true lDDT, "
-                             f"got {int(ok.sum())}")
+            raise ValueError(f"Calibration.fit: need >= 10 residues with a true lDDT, got {int(ok.sum())}")
         a = np.column_stack([np.ones(ok.sum()), x[ok]])
         weights = np.linalg.lstsq(a, y[ok], rcond=None)[0]
         kx, ky = isotonic_fit(a @ weights, y[ok])
@@ -259,51 +198,37 @@ class Calibration:
             keep = np.unique(np.linspace(0, len(kx) - 1, 400).round().astype(int))
             kx, ky = kx[keep], ky[keep]
         return cls(tuple(np.round(weights, 6).tolist()), tuple(np.round(kx, 5).tolist()),
-                   tuple(np.round(np.clip(ky, 0, 100), 3).tolist()), dict(info or {}),
-                   FEATURES, tuple(np.round(x[ok].mean(0), 6).tolist()))
+                   tuple(np.round(np.clip(ky, 0, 100), 3).tolist()), dict(info or {}))
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """Estimated lDDT-Calpha x 100 [L] (float32, in [0, 100]) from ``FEATURES`` columns."""
+        """Estimated lDDT-Calpha x 100 [L] (float32, in [0, 100])."""
         x = np.asarray(features, np.float64)
-        if x.ndim != 2 or x.shape[1] != len(FEATURES):
-            raise ValueError(f"Calibration.predict: features must be [L, {len(FEATURES)}], got {x.shape}")
-        x = x[:, [FEATURES.index(f) for f in self.features]]
-        if self.fill is not None:
-            x = np.where(np.isfinite(x), x, np.asarray(self.fill)[None, :])
-        if not np.all(np.isfinite(x)):
-            bad = [f for f, ok in zip(self.features, np.all(np.isfinite(x), axis=0)) if not ok]
-            raise ValueError(f"Calibration.predict: feature(s) {bad} missing and the calibration has no fill values")
+        if x.ndim != 2 or x.shape[1] != len(self.weights) - 1:
+            raise ValueError(f"Calibration.predict: features must be [L, {len(self.weights) - 1}], got {x.shape}")
         score = self.weights[0] + x @ np.asarray(self.weights[1:])
         return np.clip(np.interp(score, self.knots_x, self.knots_y), 0.0, 100.0).astype(np.float32)
 
     def to_json(self) -> str:
-        version = CALIBRATION_VERSION if self.features == FEATURES else 1
-        return json.dumps({"version": version, "target": "per-residue lDDT-Calpha x 100",
-                           "features": list(self.features), "weights": list(self.weights),
-                           "fill": None if self.fill is None else list(self.fill),
+        return json.dumps({"version": CALIBRATION_VERSION, "target": "per-residue lDDT-Calpha x 100",
+                           "features": list(FEATURES), "weights": list(self.weights),
                            "knots_x": list(self.knots_x), "knots_y": list(self.knots_y), "info": self.info},
                           indent=1) + "\n"
 
     @classmethod
     def load(cls, path) -> "Calibration":
-        """Read ``confidence.json``; an unknown version or feature list is an error, not a guess."""
+        """Read ``confidence.json``; a wrong version or feature list is an error, not a guess."""
         path = Path(path)
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise ValueError(f"{path}: not a valid calibration JSON ({e})") from None
-        features = tuple(d.get("features", ()))
-        if {1: _V1_FEATURES, CALIBRATION_VERSION: FEATURES}.get(d.get("version")) != features:
+        if d.get("version") != CALIBRATION_VERSION or tuple(d.get("features", ())) != FEATURES:
             raise ValueError(f"{path}: calibration version {d.get('version')} / features {d.get('features')} "
                              f"do not match this foldnet ({CALIBRATION_VERSION}, {list(FEATURES)}); refit it")
         kx = np.asarray(d["knots_x"], np.float64)
         if len(kx) < 2 or np.any(np.diff(kx) < 0) or np.any(np.diff(d["knots_y"]) < 0):
             raise ValueError(f"{path}: isotonic knots must be non-decreasing")
-        if len(d["weights"]) != len(features) + 1 or (d.get("fill") is not None and len(d["fill"]) != len(features)):
-            raise ValueError(f"{path}: {len(d['weights'])} weights / fill values for {len(features)} features")
-        fill = d.get("fill")
-        return cls(tuple(d["weights"]), tuple(d["knots_x"]), tuple(d["knots_y"]), d.get("info", {}),
-                   features, None if fill is None else tuple(fill))
+        return cls(tuple(d["weights"]), tuple(d["knots_x"]), tuple(d["knots_y"]), d.get("info", {}))
 
 
 def load_calibration(folder) -> Optional[Calibration]:
@@ -327,12 +252,8 @@ def load_calibration(folder) -> Optional[Calibration]:
 
 
 def model_confidence(calibration: Optional[Calibration], dist_probs: np.ndarray, model_dist: np.ndarray,
-                     has_profile: bool, model_ca: Optional[np.ndarray] = None,
-                     other_ca: Optional[np.ndarray] = None) -> np.ndarray:
-    """Per-residue confidence [L] (0-100) of a written model: calibrated pLDDT, else sharpness.
-
-    ``model_ca`` / ``other_ca``: as ``residue_features`` (the restart agreement).
-    """
+                     has_profile: bool) -> np.ndarray:
+    """Per-residue confidence [L] (0-100) of a written model: calibrated pLDDT, else sharpness."""
     if calibration is None:
         return residue_confidence(dist_probs)[0]
-    return calibration.predict(residue_features(dist_probs, model_dist, has_profile, model_ca, other_ca))
+    return calibration.predict(residue_features(dist_probs, model_dist, has_profile))

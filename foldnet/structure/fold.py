@@ -53,9 +53,6 @@ class FoldResult(NamedTuple):
       summary_confidence: mean per-residue confidence.
       torsions: [L, 3] phi, psi, omega (radians) of the kept structure.
       best_restart: index of the kept restart.
-      restart_ca: [R, L, 3] CA coordinates every restart descended to (before refinement):
-        where they agree the potential pins the chain down, which is what the calibrated
-        confidence reads (``foldnet.structure.confidence.restart_agreement``).
     """
 
     protein: Protein
@@ -66,7 +63,6 @@ class FoldResult(NamedTuple):
     summary_confidence: float
     torsions: np.ndarray
     best_restart: int
-    restart_ca: np.ndarray
 
 
 @functools.partial(jax.jit, static_argnames=("num", "noise_rad"))
@@ -383,8 +379,6 @@ def fold(
     best = int(np.argmin(np.where(np.isfinite(energies), energies, np.inf)))
     best_phi, best_psi = phi[best], psi[best]
     coords = _build(best_phi, best_psi, config)[:length]
-    restart_ca = np.stack([np.asarray(_build(phi[r], psi[r], config))[:length, rc.CA_IDX]
-                           for r in range(len(energies))]).astype(np.float32)
     torsions = _torsions(best_phi, best_psi)[:length]
     best_terms = {k: float(v[best]) for k, v in terms.items()}
     best_energy = float(energies[best])
@@ -404,5 +398,4 @@ def fold(
         summary_confidence=summary,
         torsions=torsions,
         best_restart=best,
-        restart_ca=restart_ca,
     )
