@@ -133,6 +133,37 @@ def test_expected_lddt_feature_of_an_exact_model_is_one():
     assert np.allclose(f[:, C.FEATURES.index("has_profile")], 1.0)
 
 
+def test_window_features_hand_values():
+    # window_mean over +-1: (0+3)/2, (0+3+6)/3, (3+6)/2; a window wider than the chain is the chain mean.
+    assert np.allclose(C.window_mean(np.array([0.0, 3.0, 6.0]), 1), [1.5, 3.0, 4.5])
+    assert np.allclose(C.window_mean(np.array([0.0, 3.0, 6.0]), 8), 3.0)
+    # Columns of residue_features: the windowed ones are window means of their base columns.
+    rng = np.random.default_rng(6)
+    p = rng.dirichlet(np.ones(NB), (12, 12))
+    d = rng.uniform(3, 20, (12, 12))
+    d = 0.5 * (d + d.T)
+    f = C.residue_features(p, d, False)
+    col = C.FEATURES.index
+    assert np.allclose(f[:, col("expected_lddt_window3")], C.window_mean(f[:, col("expected_lddt")], 3))
+    assert np.allclose(f[:, col("expected_lddt_window8")], C.window_mean(f[:, col("expected_lddt")], 8))
+    assert np.allclose(f[:, col("sharpness_window3")], C.window_mean(f[:, col("sharpness")], 3))
+
+
+def test_version_1_calibration_of_the_first_model_still_loads():
+    # foldnet-base-cpu-v1 ships a five-feature calibration: it reads only those columns.
+    from foldnet.inference.pretrained import checkpoint_home
+
+    calib = C.load_calibration(checkpoint_home("pretrained:foldnet-base-cpu-v1", None)[0])
+    assert calib.features == C.FEATURES[:5] and len(calib.weights) == 6
+    feats = np.random.default_rng(5).uniform(0, 1, (20, len(C.FEATURES)))
+    score = calib.weights[0] + feats[:, :5] @ np.asarray(calib.weights[1:])
+    want = np.clip(np.interp(score, calib.knots_x, calib.knots_y), 0, 100)
+    assert np.allclose(calib.predict(feats), want, atol=1e-4)
+    assert json.loads(calib.to_json())["version"] == 1
+    with pytest.raises(ValueError, match=r"features must be \[N, 8\]"):
+        C.Calibration.fit(feats[:, :5], feats[:, 0])
+
+
 def test_pde_json_layout(tmp_path):
     m = np.array([[0.0, 1.234], [1.234, 0.0]])
     report.write_distance_error_json(m, tmp_path / "x_pde.json")

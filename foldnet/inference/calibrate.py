@@ -20,7 +20,7 @@ import numpy as np
 
 from foldnet.common import paths
 from foldnet.structure.config import FoldConfig
-from foldnet.structure.confidence import Calibration
+from foldnet.structure.confidence import FEATURES, Calibration
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,12 @@ def fit_calibration(
         if res.get("fingerprint") != summary["settings"]["fingerprint"]:
             continue
         for r in res.get("residues", {}).values():
-            feats.append(np.asarray(r["features"], np.float64))
+            f = np.asarray(r["features"], np.float64)
+            if f.ndim != 2 or f.shape[1] != len(FEATURES):
+                raise ValueError(f"{p}: residues carry {f.shape[-1]} features, this foldnet computes "
+                                 f"{len(FEATURES)} ({list(FEATURES)}): an evaluation by an older foldnet; "
+                                 f"fit in a new work dir")
+            feats.append(f)
             target.append(np.asarray([np.nan if v is None else v for v in r["lddt"]], np.float64))
     if not feats:
         raise ValueError(f"fit_calibration: no validation domain was evaluated in {out_dir}")
