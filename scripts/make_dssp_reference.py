@@ -17,7 +17,6 @@ Usage: python scripts/make_dssp_reference.py [--data-root DIR] [--out tests/test
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import subprocess
 import sys
@@ -27,7 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from foldnet.common import paths  # noqa: E402
+from foldnet.common import atomic, paths  # noqa: E402
+from foldnet.data.fasta import open_text  # noqa: E402
 
 # (bundle path, chain): alpha/beta with breaks, altlocs, pi helices, beta sandwiches, a backbone-only file.
 CHAINS = [
@@ -43,16 +43,12 @@ CHAINS = [
 HEADER = "HEADER    PROTEIN" + " " * 33 + "01-JAN-00   XXXX\n"
 
 
-def _lines(path: Path) -> list[str]:
-    raw = path.read_bytes()
-    text = gzip.decompress(raw).decode() if raw[:2] == b"\x1f\x8b" else raw.decode()
-    return text.splitlines()
-
-
 def chain_records(path: Path, chain: str) -> list[str]:
     """The chain's atom records of model 1, one altloc per atom (highest occupancy, first on ties)."""
     best: dict[tuple, tuple[float, int, str]] = {}
-    for k, line in enumerate(_lines(path)):
+    with open_text(path) as fh:  # plain or gzip-compressed, detected by content
+        lines = fh.read().splitlines()
+    for k, line in enumerate(lines):
         if line.startswith("ENDMDL"):
             break
         if not line.startswith(("ATOM", "HETATM")) or line[21] != chain or line[17:20] == "HOH":
@@ -97,7 +93,7 @@ def main() -> None:
     payload = {"reference": version, "command": "mkdssp --output-format dssp in.pdb out.dssp",
                "input": "chain records of model 1, one altloc per atom (highest occupancy), HEADER line added",
                "made_by": "scripts/make_dssp_reference.py", "chains": chains}
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    atomic.write_text(args.out, json.dumps(payload, indent=1) + "\n")
 
 
 if __name__ == "__main__":
