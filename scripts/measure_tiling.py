@@ -31,11 +31,12 @@ import numpy as np  # noqa: E402
 
 from foldnet.common import atomic  # noqa: E402
 
+CROP = 128  # the tiled settings' window; chains up to this long run whole in all of them
 SETTINGS = {  # name -> TilingConfig fields
     "whole chain": dict(crop_size=4096, stride=2048, pad_multiple=16),
-    "128 / stride 64": dict(crop_size=128, stride=64, pad_multiple=16),
-    "128 / stride 32 (default)": dict(crop_size=128, stride=32, pad_multiple=16),
-    "128 / stride 16": dict(crop_size=128, stride=16, pad_multiple=16),
+    f"{CROP} / stride 64": dict(crop_size=CROP, stride=64, pad_multiple=16),
+    f"{CROP} / stride 32 (default)": dict(crop_size=CROP, stride=32, pad_multiple=16),
+    f"{CROP} / stride 16": dict(crop_size=CROP, stride=16, pad_multiple=16),
 }
 
 
@@ -77,22 +78,22 @@ def main(argv=None) -> int:
             print(f"{name:28s} {mode:8s} {seconds:7.1f} s", flush=True)
 
     def mean(per_chain, key, long_only):
-        v = [c[key] for c in per_chain if (c["length"] > 128 or not long_only) and np.isfinite(c[key])]
+        v = [c[key] for c in per_chain if (c["length"] > CROP or not long_only) and np.isfinite(c[key])]
         return float(np.mean(v)) if v else float("nan")
 
     for r in rows:
         for long_only, tag in ((False, "all"), (True, "longer_than_crop")):
             r[f"prec_long_L5_{tag}"] = mean(r["chains"], "prec_long_L5", long_only)
             r[f"dist_nll_{tag}"] = mean(r["chains"], "dist_nll", long_only)
-    n_long = sum(len(p) > 128 for p in proteins)
+    n_long = sum(len(p) > CROP for p in proteins)
     meta = {"checkpoint": args.checkpoint, "h5": args.h5, "num_chains": len(proteins), "num_longer_than_crop": n_long,
             "max_length": args.max_length, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
     out = Path(args.out)
     atomic.write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [f"Validation chains: the first {len(proteins)} of `{args.h5}` with length <= {args.max_length} "
-             f"({n_long} longer than the 128-residue crop); checkpoint `{args.checkpoint}`. "
+             f"({n_long} longer than the {CROP}-residue crop); checkpoint `{args.checkpoint}`. "
              "Means over chains of long-range top-L/5 precision and all-pair distogram NLL (nats).", "",
-             "| tiling | mode | top-L/5 LR (all) | NLL (all) | top-L/5 LR (L > 128) | NLL (L > 128) | seconds |",
+             f"| tiling | mode | top-L/5 LR (all) | NLL (all) | top-L/5 LR (L > {CROP}) | NLL (L > {CROP}) | seconds |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['setting']} | {r['mode']} | {r['prec_long_L5_all']:.3f} | {r['dist_nll_all']:.3f} | "
