@@ -98,6 +98,41 @@ def test_packed_pairs_cover_each_pair_once(L):
     np.testing.assert_array_equal(np.asarray(pot.pack_pairs(jnp.asarray(x), jnp)), pot.pack_pairs(x))
 
 
+@pytest.mark.parametrize("L", [7, 8])
+def test_packed_distances_equal_the_packed_distance_matrix(L):
+    x = np.random.default_rng(L).normal(scale=8.0, size=(L, 3)).astype(np.float32)
+    _, size = pot.packed_size(L)
+    xp = np.concatenate([x, x[-1:]]) if size != L else x  # the dummy point of an odd L
+    # Coincident points (self pairs, the dummy's pair) sit on the 1e-4 A^2 floor: 0.01 A.
+    full = np.sqrt(np.maximum(np.sum(np.square(xp[:, None] - xp[None, :]), axis=-1), 1e-4))
+    got = np.asarray(pot.packed_distances(jnp.asarray(x), size))
+    np.testing.assert_allclose(got, pot.pack_pairs(full), rtol=1e-5, atol=2e-3)
+
+
+def test_batched_energy_terms_equal_one_structure_at_a_time():
+    # The pair-major lookup of R structures must give each structure its own terms and
+    # gradient (a layout slip would mix restarts).
+    L, R = 13, 3
+    rng = np.random.default_rng(5)
+    d, ph, ps = _probs(L, seed=5)
+    cfg = FoldConfig()
+    potential = make_potential(d, ph, ps, cfg)
+    x = jnp.asarray(rng.normal(scale=6.0, size=(R, L, 5, 3)).astype(np.float32))
+    tors = jnp.asarray(rng.uniform(-np.pi, np.pi, size=(R, 2, L)).astype(np.float32))
+    batched = pot.batched_energy_terms(potential, x, tors[:, 0], tors[:, 1], cfg)
+
+    def total(x, t):
+        return jnp.sum(pot.total_energy(pot.batched_energy_terms(potential, x, t[:, 0], t[:, 1], cfg), cfg))
+
+    grad = jax.grad(total)(x, tors)
+    for r in range(R):
+        one = energy_terms(potential, x[r], tors[r, 0], tors[r, 1], cfg)
+        for k in ("distogram", "torsion", "clash"):
+            assert float(batched[k][r]) == pytest.approx(float(one[k]), rel=1e-6)
+        g = jax.grad(lambda y: pot.total_energy(energy_terms(potential, y, tors[r, 0], tors[r, 1], cfg), cfg))(x[r])
+        np.testing.assert_allclose(np.asarray(grad[r]), np.asarray(g), rtol=1e-5, atol=1e-4)
+
+
 def _catmull_rom(knots, d):
     """Reference: the spline through one pair's knot values, evaluated the textbook way."""
     u = min(max((d - (rc.DISTOGRAM_CENTERS[0] - rc.DISTOGRAM_BIN_WIDTH)) / rc.DISTOGRAM_BIN_WIDTH, 1.0), len(knots) - 2.0)
@@ -272,7 +307,7 @@ def test_fold_is_deterministic_per_seed(native_chains, folded):
 
 
 def test_restarts_split_across_devices_match_one_device(native_chains):
-    # conftest exposes 2 CPU devices: the sharded descent must equal the vmapped one on a
+    # conftest exposes 2 CPU devices: the sharded descent must equal the one-device one on a
     # short run (over hundreds of steps float reordering may send restarts apart).
     from foldnet.structure.fold import _descend, restart_mesh
 

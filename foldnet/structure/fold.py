@@ -5,7 +5,7 @@ parameterised by its phi/psi torsions (omega fixed trans, Engh & Huber bonds and
 built with NeRF (``foldnet.geometry.build_backbone``), scored by the potential of
 ``foldnet.structure.potential`` and minimised with Adam (optax) under a cosine learning
 rate schedule. The whole descent is one ``lax.scan`` under ``jit``; restarts run in
-parallel with ``vmap`` (and across the local devices with ``shard_map``), each
+parallel as one batch (and across the local devices with ``shard_map``), each
 initialised by sampling the predicted torsion distributions (bin, then uniform within
 the bin) plus Gaussian noise. The lowest-energy restart wins. Everything is f32 and
 deterministic for a given seed and device count.
@@ -34,7 +34,7 @@ from foldnet.geometry.nerf import build_backbone, ideal_bond_angles, ideal_bond_
 from foldnet.geometry.vectors import virtual_cb
 from foldnet.structure.config import FoldConfig
 from foldnet.structure.confidence import residue_confidence
-from foldnet.structure.potential import Potential, energy_terms, make_potential, total_energy
+from foldnet.structure.potential import Potential, batched_energy_terms, energy_terms, make_potential, total_energy
 
 _GLY = rc.RESTYPE_ORDER["G"]
 
@@ -120,30 +120,36 @@ def _descend(
     schedule = optax.cosine_decay_schedule(config.learning_rate, config.num_steps, alpha=config.final_lr_fraction)
     opt = optax.adam(schedule)
 
-    def energy(potential, params):
-        coords = _coords(params[0], params[1], config)
-        terms = energy_terms(potential, coords, params[0], params[1], config)
-        return total_energy(terms, config), terms
+    build = jax.vmap(_coords, in_axes=(0, 0, None))
 
-    def run(potential, phi, psi):
-        params = jnp.stack([phi, psi])
+    def energy(potential, params):  # params [R, 2, L]: the restarts are independent sums
+        phi, psi = params[:, 0], params[:, 1]
+        terms = batched_energy_terms(potential, build(phi, psi, config), phi, psi, config)
+        energies = total_energy(terms, config)
+        return jnp.sum(energies), (energies, terms)
+
+    def runs(potential, phi, psi):
+        # All restarts in one program (not ``vmap`` of a single descent) so the distogram
+        # lookup can run pair-major (``batched_energy_terms``). The gradient of the summed
+        # energy is each restart's own gradient, and Adam is elementwise: every restart
+        # descends exactly as it would alone.
+        params = jnp.stack([phi, psi], axis=1)
 
         def step(carry, _):
             params, state = carry
-            (e, _), grad = jax.value_and_grad(energy, argnums=1, has_aux=True)(potential, params)
+            (_, (e, _)), grad = jax.value_and_grad(energy, argnums=1, has_aux=True)(potential, params)
             # A non-finite gradient (never seen, but cheap to guard) skips the update.
             grad = jnp.where(jnp.isfinite(grad), grad, 0.0)
             # phi_0 and psi_(L-1) move no scored atom: their gradient is float noise, which
             # Adam's normalisation would turn into full-size steps.
-            grad = grad.at[0, 0].set(0.0).at[1, -1].set(0.0)
+            grad = grad.at[:, 0, 0].set(0.0).at[:, 1, -1].set(0.0)
             updates, state = opt.update(grad, state, params)
             return (optax.apply_updates(params, updates), state), e
 
         (params, _), traj = lax.scan(step, (params, opt.init(params)), None, length=config.num_steps)
-        e, terms = energy(potential, params)
-        return params[0], params[1], e, terms, traj
+        _, (e, terms) = energy(potential, params)
+        return params[:, 0], params[:, 1], e, terms, traj.T
 
-    runs = jax.vmap(run, in_axes=(None, 0, 0))
     if mesh is None:
         return runs(potential, phi0, psi0)
     # Restarts are independent: each device folds its share of them against a replicated
@@ -156,7 +162,7 @@ def _descend(
 def descend(
     potential: Potential, phi0: jnp.ndarray, psi0: jnp.ndarray, config: FoldConfig
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, dict, jnp.ndarray]:
-    """Adam on the torsions of R restarts at once (vmapped ``lax.scan``, jitted).
+    """Adam on the torsions of R restarts at once (one jitted ``lax.scan`` over the batch).
 
     The restarts are split across the local devices (``restart_mesh``) when
     ``config.shard_restarts`` is set and more than one device divides R.
