@@ -11,20 +11,21 @@ FOLDNET=${FOLDNET:-.venv/bin/foldnet}
 PYTHON=${PYTHON:-.venv/bin/python}
 COMMON="experiment=foldnet_base_cpu_v2 max_minutes=30 val.train_chains=0 val.raw_params=false"
 declare -A EXTRA=( [base]="" [wide1d]="model.channels_1d=192 model.blocks_1d=8" [deep2d]="model.blocks_2d=14" )
-for v in base wide1d deep2d; do
+VARIANTS="base wide1d deep2d"   # base first: the others' step counts are relative to it
+for v in $VARIANTS; do
   echo "== pilot $v ${EXTRA[$v]} $(date)"
   rm -rf "runs/pilot_$v"
   $FOLDNET train $COMMON steps=150 val.every_steps=1000 checkpoint.every_steps=1000 \
     logging.every_steps=50 run_dir="runs/pilot_$v" ${EXTRA[$v]} > "runs/pilot_$v.log" 2>&1
 done
-$PYTHON - <<'PY' > runs/pilot_steps.txt
-import json
+$PYTHON - $VARIANTS <<'PY' > runs/pilot_steps.txt
+import json, sys
 cps = {}
-for v in ("base", "wide1d", "deep2d"):
+for v in sys.argv[1:]:
     rows = [json.loads(line) for line in open(f"runs/pilot_{v}/metrics.jsonl")]
     cps[v] = [r for r in rows if r.get("kind") == "train"][-1]["crops_per_s"]
-for v in ("base", "wide1d", "deep2d"):
-    print(v, int(round(1000 * cps[v] / cps["base"])), cps[v], cps["base"])
+for v, c in cps.items():
+    print(v, int(round(1000 * c / cps["base"])), c, cps["base"])
 PY
 cat runs/pilot_steps.txt
 while read -r v steps _; do
