@@ -118,13 +118,18 @@ def to_markdown(res: dict) -> str:
         "(2048^3 f32 `jnp.dot`). On CPU the bf16 policy computes in f32 (docs/model.md): the two "
         "foldnet columns run the same program there, so their difference is this run's noise.",
         "",
-        "| crop | foldnet f32 (ms) | foldnet bf16 (ms) | PyTorch (ms) | Keras (ms) | PyTorch / foldnet f32 "
-        "| foldnet GFLOP/s | fraction of matmul |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "foldnet f32 / bf16: the trainer's default placement (`parallel=auto`: the batch split over "
+        "one CPU device per core, shard_map); 'one device': `parallel=none`, the placement before.",
+        "",
+        "| crop | foldnet f32 (ms) | foldnet f32, one device (ms) | foldnet bf16 (ms) | PyTorch (ms) | Keras (ms) "
+        "| PyTorch / foldnet f32 | foldnet GFLOP/s | fraction of matmul |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["train"]:
         lines.append(
-            f"| {r['crop']} | {r['foldnet_float32_ms']:.0f} | {r.get('foldnet_bfloat16_ms', float('nan')):.0f} | "
+            f"| {r['crop']} | {r['foldnet_float32_ms']:.0f} | "
+            f"{r.get('foldnet_float32_one_device_ms', float('nan')):.0f} | "
+            f"{r.get('foldnet_bfloat16_ms', float('nan')):.0f} | "
             f"{r.get('torch_ms', float('nan')):.0f} | {r.get('keras_ms', float('nan')):.0f} | "
             f"{r.get('torch_ms', float('nan')) / r['foldnet_float32_ms']:.2f} | "
             f"{r['foldnet_float32_gflops']:.1f} | {r['fraction_of_matmul']:.2f} |"
@@ -174,14 +179,18 @@ def main(argv: list[str] | None = None) -> None:
     train = []
     for crop in args.crops:
         batch = real_batch(data_root, args.batch, crop)
+        # the trainer's placement (parallel=auto: one CPU device per core) in both precisions,
+        # and f32 on one device (parallel=none), the placement before auto
         steps = {dt: bench_step(args.preset, dt, batch) for dt in ("float32", "bfloat16")}
+        steps["float32_one_device"] = bench_step(args.preset, "float32", batch, parallel="none")
         times: dict[str, list[float]] = {k: [] for k in [*steps, *args.peers]}
         for _ in range(args.rounds):
             for dt, s in steps.items():
                 times[dt].append(1e3 * median_seconds(s["run"], args.steps))
             for which in args.peers:
                 times[which].append(peer_ms(args.peers_python, script, which, crop, args.batch, args.steps))
-        row = {"crop": crop, "batch": args.batch, "rounds_ms": times}
+        row = {"crop": crop, "batch": args.batch, "rounds_ms": times,
+               "foldnet_devices": steps["float32"]["devices"], "foldnet_mode": steps["float32"]["mode"]}
         for dt, s in steps.items():
             row[f"foldnet_{dt}_ms"] = float(np.median(times[dt]))
             row[f"foldnet_{dt}_gflops"] = s["flops"] / (row[f"foldnet_{dt}_ms"] / 1e3) / 1e9

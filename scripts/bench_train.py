@@ -9,7 +9,8 @@ the same run a plain 3x3 ``lax.conv_general_dilated`` at the 2D trunk's shape
 convolution ceiling. Batches are real ProteinNet validation crops.
 
 Usage:
-  python scripts/bench_train.py [--preset base] [--crops 64 128] [--batch 4] [--steps 5]
+  python scripts/bench_train.py [--preset base] [--crops 64 128] [--parallel auto none]
+      [--batch 4] [--steps 5]
       [--out docs/bench/train.json] [--md docs/bench/train.md]
 """
 
@@ -32,12 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from foldnet.cli.runtime import use_all_cpu_cores  # noqa: E402
+
+use_all_cpu_cores()  # as `foldnet train` does: one CPU device per core
+
 from foldnet.common import atomic, geometry_np, paths  # noqa: E402
 from foldnet.data.proteinnet import iter_proteinnet  # noqa: E402
 from foldnet.model import PRESETS, count_params  # noqa: E402
 from foldnet.train.optim import OptimConfig  # noqa: E402
 from foldnet.train.state import create_train_state  # noqa: E402
-from foldnet.train.step import make_train_step  # noqa: E402
+from foldnet.train.parallel import ParallelConfig, parallelize_train_step, resolve  # noqa: E402
 
 
 def real_batch(data_root: Path, batch: int, crop: int, seed: int = 0) -> dict:
@@ -76,19 +81,23 @@ def median_seconds(fn, n: int) -> float:
     return float(np.median(ts))
 
 
-def bench_step(preset: str, dtype: str, batch: dict) -> dict:
-    """The compiled, warmed-up training step of a preset on ``batch``.
+def bench_step(preset: str, dtype: str, batch: dict, parallel: str = "auto") -> dict:
+    """The compiled, warmed-up training step of a preset on ``batch``, placed as the trainer does.
 
+    Args:
+      parallel: a ``ParallelConfig.mode``; ``auto`` (the trainer's default) splits the batch
+        over the CPU devices (one per core: ``use_all_cpu_cores`` at import).
     Returns:
       {"run": a blocking callable running one step, "flops": XLA's FLOP count of the
-      compiled step, "compile_s", "params": parameter count}.
+      compiled step (summed over devices), "compile_s", "params": parameter count,
+      "mode", "devices"}.
     """
     cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
     model, opt, state = create_train_state(cfg, OptimConfig(warmup_steps=1, total_steps=1000), 0, batch)
-    step = jax.jit(make_train_step(model, opt), donate_argnums=0)
-    db = jax.device_put(batch)
+    pstep = parallelize_train_step(model, opt, resolve(ParallelConfig(mode=parallel), len(batch["aatype"])))
+    state, db = pstep.replicate(state), pstep.shard_batch(batch)
     t = time.perf_counter()
-    compiled = step.lower(state, db).compile()
+    compiled = pstep._step.lower(state, db).compile()
     compile_s = time.perf_counter() - t
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -100,8 +109,10 @@ def bench_step(preset: str, dtype: str, batch: dict) -> dict:
         jax.block_until_ready(m["loss"])
 
     run()  # warm-up
-    return {"run": run, "flops": float(cost.get("flops", float("nan"))), "compile_s": compile_s,
-            "params": n_params}
+    # an SPMD executable's cost analysis counts one device's share
+    flops = float(cost.get("flops", float("nan"))) * pstep.num_devices
+    return {"run": run, "flops": flops, "compile_s": compile_s, "params": n_params,
+            "mode": pstep.mode, "devices": pstep.num_devices}
 
 
 def conv_reference(batch: int, crop: int, channels: int, dtype, reps: int) -> dict:
@@ -116,15 +127,17 @@ def conv_reference(batch: int, crop: int, channels: int, dtype, reps: int) -> di
     return {"seconds": sec, "flops": flops, "flops_per_s": flops / sec}
 
 
-def bench_one(preset: str, crop: int, batch: int, dtype: str, steps: int, data_root: Path) -> dict:
+def bench_one(preset: str, crop: int, batch: int, dtype: str, steps: int, data_root: Path,
+              parallel: str = "auto") -> dict:
     cfg = PRESETS[preset]
-    s = bench_step(preset, dtype, real_batch(data_root, batch, crop))
+    s = bench_step(preset, dtype, real_batch(data_root, batch, crop), parallel)
     sec = median_seconds(s["run"], steps)
     conv = conv_reference(batch, crop, cfg.channels_2d, jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
                           max(steps, 3))
     flops_per_s = s["flops"] / sec
     return {
         "preset": preset, "crop": crop, "batch": batch, "dtype": dtype,
+        "parallel": parallel, "mode": s["mode"], "devices": s["devices"],
         "params": s["params"],
         "compile_s": round(s["compile_s"], 2),
         "step_s": sec,
@@ -146,14 +159,18 @@ def to_markdown(results: list[dict], meta: dict) -> str:
         "",
         "FLOPs per step are XLA's cost analysis of the compiled step (forward + backward + AdamW). "
         "The last column divides the step's FLOP/s by the FLOP/s of a plain 3x3 convolution of the "
-        "2D trunk's shape measured in the same run.",
+        "2D trunk's shape measured in the same run (one device, XLA's own threading). `parallel`: the "
+        "trainer's placement, `auto` (its default: the batch split over one CPU device per core) or "
+        "`none` (one device).",
         "",
-        "| crop | batch | dtype | step (s) | crops/s | residue pairs/s | GFLOP/step | GFLOP/s | conv3x3 GFLOP/s | fraction |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| crop | batch | dtype | parallel (devices) | step (s) | crops/s | residue pairs/s | GFLOP/step | GFLOP/s "
+        "| conv3x3 GFLOP/s | fraction |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {r['crop']} | {r['batch']} | {r['dtype']} | {r['step_s']:.3f} | {r['crops_per_s']:.2f} | "
+            f"| {r['crop']} | {r['batch']} | {r['dtype']} | {r['parallel']} ({r['devices']}) | "
+            f"{r['step_s']:.3f} | {r['crops_per_s']:.2f} | "
             f"{r['residue_pairs_per_s']:.0f} | {r['step_flops_xla'] / 1e9:.2f} | "
             f"{r['model_flops_per_s'] / 1e9:.2f} | {r['conv3x3_flops_per_s'] / 1e9:.2f} | "
             f"{r['fraction_of_conv3x3']:.2f} |"
@@ -166,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--preset", default="base", choices=sorted(PRESETS))
     ap.add_argument("--crops", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--parallel", nargs="+", default=["auto", "none"],
+                    help="ParallelConfig modes to time (auto = the trainer's default)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--data-root", default=None)
@@ -175,17 +194,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     data_root = paths.data_root(args.data_root)
     results = []
-    for crop in args.crops:
-        for dtype in args.dtypes:
-            r = bench_one(args.preset, crop, args.batch, dtype, args.steps, Path(data_root))
-            print(json.dumps(r), flush=True)
-            results.append(r)
+    for crop, dtype, parallel in itertools.product(args.crops, args.dtypes, args.parallel):
+        r = bench_one(args.preset, crop, args.batch, dtype, args.steps, Path(data_root), parallel)
+        print(json.dumps(r), flush=True)
+        results.append(r)
     meta = {
         "preset": args.preset,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs",
         "jax": jax.__version__,
         "backend": jax.default_backend(),
-        "devices": str(jax.devices()[0].device_kind),
+        "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
         "note": (args.note + " " if args.note else "")
         + "Load average at the end of the run: %.1f / %.1f / %.1f." % os.getloadavg(),
         "flops_source": "XLA cost_analysis of the compiled train step",

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from foldnet.train.parallel import ParallelConfig, make_mesh, parallelize_train_step
+from foldnet.train.parallel import ParallelConfig, make_mesh, parallelize_train_step, resolve
 from foldnet.train.state import create_train_state
 from model_fixtures import FAST_COMPILE, make_batch, parallel_test_batches, parallel_test_configs, single_device_reference
 
@@ -115,3 +115,16 @@ def test_shard_batch_rejects_indivisible_batch(reference, batch):
     odd = {k: v[:3] for k, v in batch.items()}
     with pytest.raises(ValueError, match="not divisible"):
         pstep.shard_batch(odd)
+
+
+@pytest.mark.parametrize("batch_size, num_devices, mode, n", [
+    (4, None, "shard_map", 2),  # the batch splits over both devices
+    (3, None, "none", None),  # an odd batch cannot: one device
+    (4, 1, "none", None),  # capped at one device
+])
+def test_auto_mode_takes_the_devices_the_batch_divides_over(batch_size, num_devices, mode, n):
+    got = resolve(ParallelConfig(mode="auto", num_devices=num_devices), batch_size)
+    assert (got.mode, got.num_devices) == (mode, n)
+    assert resolve(ParallelConfig(mode="pmap"), 3).mode == "pmap"  # explicit modes are kept
+    with pytest.raises(ValueError, match="concrete mode"):
+        parallelize_train_step(None, _sgd(), ParallelConfig(mode="auto"))

@@ -17,7 +17,7 @@ from foldnet.model.config import ModelConfig
 from foldnet.model.model import build_model
 from foldnet.train.config import TrainConfig, register_configs, to_train_config, to_yaml
 from foldnet.train.optim import OptimConfig, make_optimizer
-from foldnet.train.parallel import ParallelConfig, parallelize_train_step
+from foldnet.train.parallel import ParallelConfig, parallelize_train_step, resolve
 
 from dataset_fixtures import train_val_h5
 
@@ -99,7 +99,8 @@ def test_optim_and_parallel_options_build():
     for par in _options("parallel"):
         tc = to_train_config(_compose([f"parallel={par}", "model=tiny", "run_dir=x"]))
         assert tc.parallel.mode == par
-        pstep = parallelize_train_step(model, make_optimizer(tc.optim), tc.parallel)
+        # auto: batch 2 splits over conftest's 2 CPU devices (shard_map)
+        pstep = parallelize_train_step(model, make_optimizer(tc.optim), resolve(tc.parallel, 2))
         n = 1 if par == "none" else jax.local_device_count()
         assert pstep.num_devices == n
         placed = pstep.shard_batch(batch)

@@ -114,7 +114,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    use_all_cpu_cores()  # folding restarts split across the cores
+    use_all_cpu_cores()  # training batches and folding restarts split across the cores
     _app()
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from foldnet.common.paths import config_dir
 from foldnet.cli.common import quiet_logs, user_errors
+from foldnet.cli.runtime import use_all_cpu_cores
 from foldnet.train.config import register_configs
 
 _CONFIGS = config_dir()
@@ -27,6 +28,7 @@ def _app(cfg: DictConfig) -> None:
     from foldnet.train.loop import NonFiniteLossError, train
 
     quiet_logs()  # XLA backend probing, orbax's per-save INFO lines
+    use_all_cpu_cores()  # parallel=auto then splits each batch over the cores
     try:
         with user_errors("train"):
             summary = train(cfg)

@@ -7,7 +7,7 @@ What it does, in order:
 2. Writes the resolved config to ``<run_dir>/config.yaml``.
 3. Builds the training loader (this process's shard of every global batch),
    the model, optimiser and ``TrainState`` (``create_train_state``), and the
-   parallel step (``parallelize_train_step``: none / shard_map / pmap).
+   parallel step (``parallelize_train_step``: auto resolved to none / shard_map, or pmap).
 4. Resumes from the latest checkpoint in ``<run_dir>/checkpoints`` if any:
    TrainState (params, optimiser state, step, RNG, skip counters) and the
    loader position, so the continued run is the uninterrupted one.
@@ -46,7 +46,7 @@ from foldnet.train.baselines import evaluate_baselines
 from foldnet.train.checkpoint import Checkpointer
 from foldnet.train.config import TrainConfig, to_train_config, to_yaml
 from foldnet.train.run_log import RunLogger, plot_curves
-from foldnet.train.parallel import parallelize_train_step
+from foldnet.train.parallel import parallelize_train_step, resolve
 from foldnet.train.state import create_train_state
 from foldnet.train.metrics_buffer import MetricsBuffer
 from foldnet.train.validate import validation_batches, validation_metrics
@@ -198,7 +198,8 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
     example = loader.make_batch(0, 0)  # pure function of (epoch, index): does not move the loader
     model, optimizer, state = create_train_state(cfg.model, cfg.optim, cfg.seed, example)
     n_params = count_params(state.params)
-    pstep = parallelize_train_step(model, optimizer, cfg.parallel, ema_decay=cfg.optim.ema_decay)
+    pcfg = resolve(cfg.parallel, cfg.data.batch_size // pcount)
+    pstep = parallelize_train_step(model, optimizer, pcfg, ema_decay=cfg.optim.ema_decay)
 
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint)
     state, start_step = _resumed(cfg, ckpt, state, loader)
@@ -206,7 +207,7 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
 
     logger = RunLogger(run_dir, enabled=writer, tensorboard=cfg.logging.tensorboard)
     logger.log("run", start_step, {"num_params": n_params, "processes": pcount,
-                                   "devices": pstep.num_devices, "parallel": cfg.parallel.mode,
+                                   "devices": pstep.num_devices, "parallel": pcfg.mode,
                                    "model": cfg.model.name, "global_batch": cfg.data.batch_size,
                                    "crop_size": cfg.data.crop_size})
 

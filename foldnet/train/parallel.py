@@ -1,5 +1,10 @@
 """Data parallelism over every device: one per-device step, three ways to run it.
 
+* ``auto`` (the default): ``shard_map`` over as many local devices as divide the
+  per-process batch, ``none`` when that is one (``resolve``). On a CPU host the
+  train CLI exposes one JAX device per core, so this splits the batch over the cores:
+  XLA:CPU runs each convolution on one thread at a time more efficiently than on two
+  (docs/model.md, "CPU: one device per core").
 * ``none``: the step jitted on one device (the default device).
 * ``shard_map``: the same step under ``jax.shard_map`` over a 1-D ``data`` mesh
   of all (global) devices; the state is replicated (``P()``), the batch split
@@ -32,7 +37,7 @@ from foldnet.train.state import TrainState
 from foldnet.train.step import PER_EXAMPLE_METRICS, make_eval_step, make_train_step
 
 AXIS = "data"
-MODES = ("none", "shard_map", "pmap")
+MODES = ("auto", "none", "shard_map", "pmap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +45,7 @@ class ParallelConfig:
     """How to spread the step over devices (and processes).
 
     Attributes:
-      mode: "none", "shard_map" or "pmap".
+      mode: "auto", "none", "shard_map" or "pmap" (see the module docstring).
       num_devices: devices to use per process (None = all local devices); only
         meaningful in a single process (multi-process runs use every device).
       distributed: call ``jax.distributed.initialize`` first (multi-host).
@@ -50,7 +55,7 @@ class ParallelConfig:
       initialization_timeout: seconds to wait for all processes to connect.
     """
 
-    mode: str = "none"
+    mode: str = "auto"
     num_devices: Optional[int] = None
     distributed: bool = False
     coordinator_address: Optional[str] = None
@@ -63,6 +68,28 @@ class ParallelConfig:
             raise ValueError(f"ParallelConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.num_devices is not None and self.num_devices < 1:
             raise ValueError(f"ParallelConfig.num_devices must be >= 1, got {self.num_devices}")
+
+
+def resolve(cfg: ParallelConfig, batch_size: int) -> ParallelConfig:
+    """``cfg`` with mode ``auto`` replaced by the concrete mode and device count.
+
+    Args:
+      cfg: the ParallelConfig.
+      batch_size: the per-process batch size (the split must be even).
+    Returns:
+      ``cfg`` itself unless its mode is ``auto``; then ``shard_map`` over the largest
+      number of local devices (at most ``num_devices``) that divides ``batch_size``, or
+      ``none`` when that number is 1. Multi-process runs always take ``shard_map`` over
+      every device.
+    """
+    if cfg.mode != "auto":
+        return cfg
+    if jax.process_count() > 1:
+        return dataclasses.replace(cfg, mode="shard_map")
+    n = min(cfg.num_devices or jax.local_device_count(), jax.local_device_count())
+    n = max(k for k in range(1, n + 1) if batch_size % k == 0)
+    return dataclasses.replace(cfg, mode="none", num_devices=None) if n == 1 else (
+        dataclasses.replace(cfg, mode="shard_map", num_devices=n))
 
 
 def _devices(cfg: ParallelConfig) -> list:
@@ -127,6 +154,8 @@ class ParallelStep:
         compiler_options: Optional[dict] = None,
         ema_decay: float = 0.0,
     ):
+        if cfg.mode == "auto":
+            raise ValueError("ParallelStep needs a concrete mode: pass parallel.resolve(cfg, batch_size)")
         self.cfg = cfg
         self.compiler_options = compiler_options
         self.mode = cfg.mode
