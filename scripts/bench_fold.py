@@ -71,14 +71,21 @@ def chains(data_root: Path, lo: int, hi: int, n: int):
 
 
 @jax.jit
-def _round_trip(x: jnp.ndarray, mask: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """RMSD of NeRF rebuilds (true, ideal geometry) of a chain padded at its C-terminus."""
+def _rebuilds(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """NeRF rebuilds [Lp*3, 3] (true, ideal geometry) of a backbone [Lp, 3, 3]."""
     t, bl, ba, _ = internal_coordinates(x[:, 0], x[:, 1], x[:, 2])
-    m = jnp.repeat(mask, 3)
-    native = x[:, :3].reshape(-1, 3)
-    true_r = rmsd(build_backbone(t, bl, ba)[:, :3].reshape(-1, 3), native, m)
-    ideal_r = rmsd(build_backbone(t)[:, :3].reshape(-1, 3), native, m)
-    return true_r, ideal_r
+    return build_backbone(t, bl, ba)[:, :3].reshape(-1, 3), build_backbone(t)[:, :3].reshape(-1, 3)
+
+
+def _round_trip(x: jnp.ndarray, mask: jnp.ndarray) -> tuple[float, float]:
+    """RMSD of NeRF rebuilds (true, ideal geometry) of a chain padded at its C-terminus.
+
+    The rebuild is jitted; the RMSD is ``foldnet.metrics``' numpy Kabsch (float64).
+    """
+    true_x, ideal_x = (np.asarray(a) for a in _rebuilds(x))
+    m = np.repeat(np.asarray(mask), 3)
+    native = np.asarray(x)[:, :3].reshape(-1, 3)
+    return rmsd(true_x, native, m), rmsd(ideal_x, native, m)
 
 
 def _padded(p, bucket: int = 64) -> tuple[jnp.ndarray, jnp.ndarray]:
