@@ -71,6 +71,8 @@ def test_cli_debug_tiny_end_to_end(small, tmp_path):
     entries = read_jsonl(run / "metrics.jsonl")
     kinds = [e["kind"] for e in entries]
     assert kinds[0] == "run" and "baseline" in kinds
+    # parallel=auto (the default) split the batch of 2 over conftest's 2 CPU devices
+    assert (entries[0]["parallel"], entries[0]["devices"]) == ("shard_map", 2)
     train_lines = [e for e in entries if e["kind"] == "train"]
     assert [e["step"] for e in train_lines] == [2, 4, 6, 8, 10]
     losses = [e["loss"] for e in train_lines]
