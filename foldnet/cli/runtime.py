@@ -1,7 +1,7 @@
 """Process-wide JAX settings the CLIs apply before JAX's backend starts.
 
 One CPU device per core (``jax_num_cpu_devices``), so ``foldnet train`` (``parallel=auto``)
-splits each batch over the cores -- 1.2-1.5x faster steps than one device running XLA's
+splits each batch over the cores -- 1.15-1.56x faster steps than one device running XLA's
 multi-threaded kernels (docs/model.md) -- and ``foldnet.structure.fold`` splits
 its restarts across devices. Measured on the idle 2-core machine it neither helps nor hurts
 (300 residues, 8 restarts: 9.99 s vs 10.06 s on one device); under load it was 16.5 vs 20.6 s.
