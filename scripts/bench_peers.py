@@ -115,8 +115,8 @@ def to_markdown(res: dict) -> str:
         "the jitted train step with the state donated; peers: "
         "`../shared/peers/peer_step_bench.py` (random inputs of the same shapes). "
         f"Matmul ceiling measured in this run: {meta['matmul_gflops']:.0f} GFLOP/s "
-        "(2048^3 f32 `jnp.dot`). On CPU the bf16 policy computes in f32 (docs/model.md): the two "
-        "foldnet columns run the same program there, so their difference is this run's noise.",
+        "(2048^3 f32 `jnp.dot`). On CPU the bf16 policy computes in f32 (docs/model.md): the f32 and "
+        "bf16 columns run the same program there, so their difference is this run's noise.",
         "",
         "foldnet f32 / bf16: the trainer's default placement (`parallel=auto`: the batch split over "
         "one CPU device per core, shard_map); 'one device': `parallel=none`, the placement before.",

@@ -125,6 +125,12 @@ def test_shard_batch_rejects_indivisible_batch(reference, batch):
 def test_auto_mode_takes_the_devices_the_batch_divides_over(batch_size, num_devices, mode, n):
     got = resolve(ParallelConfig(mode="auto", num_devices=num_devices), batch_size)
     assert (got.mode, got.num_devices) == (mode, n)
-    assert resolve(ParallelConfig(mode="pmap"), 3).mode == "pmap"  # explicit modes are kept
+
+
+def test_auto_mode_keeps_explicit_modes_and_rejects_missing_devices():
+    assert resolve(ParallelConfig(mode="pmap"), 3).mode == "pmap"
     with pytest.raises(ValueError, match="concrete mode"):
         parallelize_train_step(None, _sgd(), ParallelConfig(mode="auto"))
+    # 4 devices asked for on conftest's 2: the same clear error as an explicit mode
+    with pytest.raises(ValueError, match="only 2 devices"):
+        make_mesh(resolve(ParallelConfig(mode="auto", num_devices=4), 4))

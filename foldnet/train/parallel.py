@@ -78,7 +78,7 @@ def resolve(cfg: ParallelConfig, batch_size: int) -> ParallelConfig:
       batch_size: the per-process batch size (the split must be even).
     Returns:
       ``cfg`` itself unless its mode is ``auto``; then ``shard_map`` over the largest
-      number of local devices (at most ``num_devices``) that divides ``batch_size``, or
+      number of devices (at most ``num_devices``, else all local ones) that divides ``batch_size``, or
       ``none`` when that number is 1. Multi-process runs always take ``shard_map`` over
       every device.
     """
@@ -86,10 +86,11 @@ def resolve(cfg: ParallelConfig, batch_size: int) -> ParallelConfig:
         return cfg
     if jax.process_count() > 1:
         return dataclasses.replace(cfg, mode="shard_map")
-    n = min(cfg.num_devices or jax.local_device_count(), jax.local_device_count())
-    n = max(k for k in range(1, n + 1) if batch_size % k == 0)
-    return dataclasses.replace(cfg, mode="none", num_devices=None) if n == 1 else (
-        dataclasses.replace(cfg, mode="shard_map", num_devices=n))
+    # more num_devices than exist is left for make_mesh to reject, as in the explicit modes
+    n = max(k for k in range(1, (cfg.num_devices or jax.local_device_count()) + 1) if batch_size % k == 0)
+    if n == 1:
+        return dataclasses.replace(cfg, mode="none", num_devices=None)
+    return dataclasses.replace(cfg, mode="shard_map", num_devices=n)
 
 
 def _devices(cfg: ParallelConfig) -> list:
