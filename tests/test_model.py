@@ -236,3 +236,62 @@ def test_bfloat16_policy_computes_in_float32_on_cpu(batch):
         jaxpr = jax.make_jaxpr(lambda p, b: model.apply({"params": p}, b, train=False))(params, batch)
         convs = [e for e in _walk_eqns(jaxpr.jaxpr) if e.primitive.name == "conv_general_dilated"]
         assert convs and all(v.aval.dtype == jnp.float32 for e in convs for v in e.invars)
+
+
+def test_bottleneck_2d_trunk_hand_count_symmetry_and_padding(batch, testdata):
+    """AlphaFold-CASP13's bottleneck blocks: parameter count by hand, a symmetric distogram,
+    and outputs on real residues independent of the padding (the k x k input is masked)."""
+    plain = PRESETS["tiny"]
+    cfg = dataclasses.replace(plain, dtype="float32", bottleneck_2d=4)  # tiny: C2 = 8, 2 blocks
+    c2, b, ln = 8, 4, (lambda c: 2 * c)
+    plain_block = 2 * ln(c2) + 2 * (9 * c2 * c2 + c2)
+    bottleneck_block = ln(c2) + (c2 * b + b) + ln(b) + (9 * b * b + b) + ln(b) + (b * c2 + c2)
+    assert _param_count(cfg, batch) - _param_count(plain, batch) == 2 * (bottleneck_block - plain_block)
+    with pytest.raises(ValueError, match="bottleneck_2d"):
+        dataclasses.replace(plain, bottleneck_2d=-1)
+
+    from foldnet.train.state import init_params
+
+    model = build_model(cfg)
+    params = init_params(model, jax.random.key(0, impl="rbg"), batch)
+    # Biases and LayerNorm shifts start at 0, which would hide an unmasked padding path:
+    # perturb every parameter.
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
+    params = jax.tree_util.tree_unflatten(
+        tree, [x + 0.2 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+    apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False), compiler_options=FAST_COMPILE)
+    d = np.asarray(apply(params, batch)["dist_logits"])
+    np.testing.assert_array_equal(d, np.swapaxes(d, 1, 2))
+    p = load_chains(str(testdata), 4)[2]
+    a = {k: v[None] for k, v in example_from_protein(p, 18, 5, 0, max_residues=18).items()}
+    bb = {k: v[None] for k, v in example_from_protein(p, CROP + 8, 5, 0, max_residues=18).items()}
+    oa, ob = apply(params, a), apply(params, bb)
+    # Different shapes run different convolution tilings: equal to float rounding (a
+    # 4-channel LayerNorm amplifies it a little) ...
+    np.testing.assert_allclose(ob["dist_logits"][0, :18, :18], oa["dist_logits"][0, :18, :18], atol=1e-4)
+    # ... and garbage in the padding changes nothing at all on the real residues.
+    rng = np.random.default_rng(0)
+    junk = dict(bb, aatype=bb["aatype"].copy(), profile=bb["profile"].copy())
+    junk["aatype"][0, 18:] = rng.integers(0, 20, CROP + 8 - 18)
+    junk["profile"][0, 18:] = rng.random((CROP + 8 - 18, bb["profile"].shape[-1]))
+    oj = apply(params, junk)
+    np.testing.assert_array_equal(np.asarray(oj["dist_logits"])[0, :18, :18], np.asarray(ob["dist_logits"])[0, :18, :18])
+
+
+def test_bottleneck_block_is_residual():
+    """With its up-projection zeroed a bottleneck block is the (masked) identity."""
+    from foldnet.model import get_policy
+    from foldnet.model.layers import BottleneckBlock
+
+    block = BottleneckBlock(6, 3, (3, 3), 2, 0.0, get_policy("float32"))
+    x = jax.random.normal(jax.random.PRNGKey(1), (1, 5, 5, 6))
+    mask = jnp.ones((1, 5, 5, 1)).at[:, 4].set(0.0).at[:, :, 4].set(0.0)
+    params = block.init(jax.random.PRNGKey(0), x, mask, train=False)["params"]
+    assert params["down"]["kernel"].shape == (6, 3) and params["conv"]["kernel"].shape == (3, 3, 3, 3)
+    assert params["up"]["kernel"].shape == (3, 6)
+    y = block.apply({"params": params}, x, mask, train=False)
+    assert not np.allclose(y, x * mask)
+    zeroed = jax.tree_util.tree_map(jnp.zeros_like, params["up"])
+    y0 = block.apply({"params": {**params, "up": zeroed}}, x, mask, train=False)
+    np.testing.assert_array_equal(np.asarray(y0), np.asarray(x * mask))

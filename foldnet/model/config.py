@@ -29,6 +29,8 @@ class ModelConfig:
       blocks_1d: number of residual blocks of the 1D ResNet.
       channels_2d: width of the pair (2D) ResNet.
       blocks_2d: number of residual blocks of the 2D ResNet.
+      bottleneck_2d: 0 = plain blocks (two k x k convolutions at channels_2d); > 0 =
+        bottleneck blocks (1x1 down to this width, one dilated k x k, 1x1 back up).
       dilations: dilation cycle of the 2D blocks (block k uses dilations[k % len]).
       kernel_1d: 1D convolution width.
       kernel_2d: 2D convolution size (kernel_2d x kernel_2d).
@@ -54,6 +56,7 @@ class ModelConfig:
     blocks_1d: int = 4
     channels_2d: int = 32
     blocks_2d: int = 8
+    bottleneck_2d: int = 0
     dilations: tuple[int, ...] = (1, 2, 4, 8)
     kernel_1d: int = 5
     kernel_2d: int = 3
@@ -79,6 +82,8 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{f} must be >= 1, got {getattr(self, f)}")
         if self.distogram_weight > 0 and (self.channels_2d < 1 or self.blocks_2d < 0):
             raise ValueError("ModelConfig: the distogram head needs channels_2d >= 1 and blocks_2d >= 0")
+        if self.bottleneck_2d < 0:
+            raise ValueError(f"ModelConfig.bottleneck_2d must be >= 0 (0 = plain blocks), got {self.bottleneck_2d}")
         if not self.dilations or min(self.dilations) < 1:
             raise ValueError(f"ModelConfig.dilations must be positive, got {self.dilations}")
         if self.torsion_bins != rc.NUM_TORSION_BINS:

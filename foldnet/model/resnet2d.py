@@ -5,6 +5,8 @@ the outer concatenation of projected 1D embeddings [e_i, e_j], a one-hot of
 the signed sequence separation ``residue_index_j - residue_index_i`` clipped
 at +-max_relpos, and log(1 + |i - j|). Dilations cycle through
 ``config.dilations`` so the receptive field grows geometrically with depth.
+With ``config.bottleneck_2d > 0`` the blocks are AlphaFold-CASP13's bottleneck
+blocks (``channels_2d`` wide stream, ``bottleneck_2d`` wide dilated convolution).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from foldnet.model.config import ModelConfig
-from foldnet.model.layers import F32LayerNorm, ResidualBlock
+from foldnet.model.layers import BottleneckBlock, F32LayerNorm, ResidualBlock
 from foldnet.model.precision import Policy
 
 
@@ -69,7 +71,10 @@ class ResNet2D(nn.Module):
         k = cfg.kernel_2d
         for b in range(cfg.blocks_2d):
             d = cfg.dilations[b % len(cfg.dilations)]
-            x = ResidualBlock(cfg.channels_2d, (k, k), d, cfg.dropout, p, name=f"block_{b}")(
-                x, mask, train=train
-            )
+            if cfg.bottleneck_2d:
+                block = BottleneckBlock(cfg.channels_2d, cfg.bottleneck_2d, (k, k), d, cfg.dropout, p,
+                                        name=f"block_{b}")
+            else:
+                block = ResidualBlock(cfg.channels_2d, (k, k), d, cfg.dropout, p, name=f"block_{b}")
+            x = block(x, mask, train=train)
         return F32LayerNorm(p, name="final_norm")(x) * mask
