@@ -81,6 +81,29 @@ def test_restore_round_trip_and_ignores_unfinished(tmp_path):
         Checkpointer(tmp_path / "empty", CheckpointConfig()).restore(None, _state(0))
 
 
+def test_checkpoint_average_is_the_mean_of_the_kept_steps(tmp_path):
+    from foldnet.inference.checkpoint_io import average_params
+
+    ck = Checkpointer(tmp_path / "ck", CheckpointConfig(keep_last=3, keep_best=0))
+    for step, scale in ((1, 1.0), (2, 2.0), (3, 6.0)):
+        ck.save(step, _state(step, scale), None)
+    ck.close()
+    avg = average_params(tmp_path / "ck", [1, 2, 3])  # w scaled by (1 + 2 + 6) / 3 = 3
+    np.testing.assert_allclose(avg["w"], np.arange(6, dtype=np.float32).reshape(2, 3) * 3.0)
+    np.testing.assert_array_equal(avg["b"], np.ones(3, np.float32))
+    assert avg["w"].dtype == np.float32
+    # With an EMA in the state, the average is over the EMAs (what inference uses).
+    ck = Checkpointer(tmp_path / "ema", CheckpointConfig(keep_last=3, keep_best=0))
+    for step, scale in ((1, 1.0), (2, 3.0)):
+        st = _state(step, scale)
+        ck.save(step, dataclasses.replace(st, ema_params=jax.tree.map(lambda x: x * 10, st.params)), None)
+    ck.close()
+    np.testing.assert_allclose(average_params(tmp_path / "ema", [1, 2])["w"],
+                               np.arange(6, dtype=np.float32).reshape(2, 3) * 20.0)
+    with pytest.raises(ValueError, match="no steps"):
+        average_params(tmp_path / "ck", [])
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, testdata):
     d = tmp_path_factory.mktemp("resume_data")

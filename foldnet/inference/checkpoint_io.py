@@ -144,6 +144,32 @@ def restore_params(root: Path, step: int) -> Any:
     return jax.tree.map(np.asarray, chosen)
 
 
+def average_params(root: Path, steps: list[int]) -> Any:
+    """The leaf-wise mean of ``restore_params`` over several saved steps (float32 host arrays).
+
+    A checkpoint average (as in the Transformer's "average the last checkpoints"): with a
+    parameter EMA each term is already an average, so this widens the window further.
+
+    Raises:
+      ValueError: if ``steps`` is empty or the steps' parameter trees differ.
+    """
+    import jax
+    import numpy as np
+
+    if not steps:
+        raise ValueError(f"checkpoint {root}: no steps to average")
+    total, tree = None, None
+    for s in steps:
+        leaves, t = jax.tree_util.tree_flatten(_restore_or_explain(root, s))
+        if tree is None:
+            total, tree = [np.asarray(x, np.float64) for x in leaves], t
+        elif t != tree:
+            raise ValueError(f"checkpoint {root}: step {s} has other parameters than step {steps[0]}")
+        else:
+            total = [a + x for a, x in zip(total, leaves)]
+    return jax.tree_util.tree_unflatten(tree, [(a / len(steps)).astype(np.float32) for a in total])
+
+
 def load_run(checkpoint: PathLike, step: Optional[int] = None):
     """(ModelConfig, params) of a ``foldnet train`` run (``pretrained.load_for_inference`` is the
     entry point that also knows the shipped models).
