@@ -41,7 +41,7 @@ from foldnet.common import atomic  # noqa: E402
 from foldnet.common.paths import config_dir  # noqa: E402
 from foldnet.model import count_params  # noqa: E402
 from foldnet.train.config import register_configs, to_train_config  # noqa: E402
-from foldnet.train.loop import _train_loader, split_paths  # noqa: E402
+from foldnet.train.loop import train_loader, split_paths  # noqa: E402
 from foldnet.train.parallel import parallelize_train_step, resolve  # noqa: E402
 from foldnet.train.state import create_train_state  # noqa: E402
 
@@ -51,7 +51,7 @@ def compiled_step(overrides: list[str]) -> dict:
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = to_train_config(compose(config_name="train", overrides=overrides + ["run_dir=unused"]))
     train_path, _ = split_paths(cfg)
-    _, loader = _train_loader(cfg, train_path, 0, 1)
+    _, loader = train_loader(cfg, train_path, 0, 1)
     batch = loader.make_batch(0, 0)
     model, optimizer, state = create_train_state(cfg.model, cfg.optim, cfg.seed, batch)
     pstep = parallelize_train_step(model, optimizer, resolve(cfg.parallel, cfg.data.batch_size),

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from foldnet.common import atomic  # noqa: E402
 from foldnet.data.cache import H5Dataset  # noqa: E402
-from foldnet.inference.checkpoint_io import _restore_or_explain, average_params  # noqa: E402
+from foldnet.inference.checkpoint_io import average_params, load_run  # noqa: E402
 from foldnet.model import build_model  # noqa: E402
 from foldnet.train.config import register_configs, to_train_config  # noqa: E402
 from foldnet.train.loop import split_paths  # noqa: E402
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
                                min_separation=cfg.model.distogram_min_separation)
         return {k: float(m[k]) for k in KEYS}
 
-    rows = [{"params": f"step {s}", **score(_restore_or_explain(root, s))} for s in steps]
+    rows = [{"params": f"step {s}", **score(load_run(args.run, step=s)[1])} for s in steps]
     rows.append({"params": f"mean of steps {last[0]}-{last[-1]} ({len(last)})", **score(average_params(root, last))})
     out = {"run": str(args.run), "num_chains": cfg.val.num_chains, "rows": rows}
     atomic.write_text(args.out or args.run / "checkpoint_average.json", json.dumps(out, indent=2) + "\n")

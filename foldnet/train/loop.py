@@ -122,7 +122,7 @@ def train(config: Any) -> dict[str, Any]:
         return _train(cfg, config)
 
 
-def _train_loader(cfg: TrainConfig, train_path, pidx: int, pcount: int) -> tuple[H5Dataset, CropLoader]:
+def train_loader(cfg: TrainConfig, train_path, pidx: int, pcount: int) -> tuple[H5Dataset, CropLoader]:
     """The training split and this process's share of its random-crop batches."""
     if cfg.data.batch_size % pcount:
         raise ValueError(f"data.batch_size={cfg.data.batch_size} (global) must divide by {pcount} processes")
@@ -191,7 +191,7 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
         atomic.write_text(run_dir / "config.yaml", to_yaml(config))
     train_path, val_path = split_paths(cfg)
 
-    train_ds, loader = _train_loader(cfg, train_path, pidx, pcount)
+    train_ds, loader = train_loader(cfg, train_path, pidx, pcount)
     val_ds = H5Dataset(val_path)
 
     # -- model, state, parallel step --------------------------------------------------------------
