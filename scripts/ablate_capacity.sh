@@ -19,6 +19,7 @@ declare -A EXTRA=(
   [deep2d]="model.blocks_2d=14"
   [bn64x10]="model.channels_2d=64 model.bottleneck_2d=32"
   [bn64x8]="model.channels_2d=64 model.bottleneck_2d=32 model.blocks_2d=8"
+  [wide2d]="model.channels_2d=48"
 )
 VARIANTS=${VARIANTS:-"base bn64x10 bn64x8"}
 ARGS=(--common "$COMMON" --budget_steps "$BUDGET" --out runs/variants.json --variant base=)
