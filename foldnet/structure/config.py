@@ -43,6 +43,14 @@ class FoldConfig:
     orientation_kappa: float = 15.0
     # Distogram term only on pairs with |i - j| >= min_separation.
     min_separation: int = 3
+    # Sequence-separation curriculum (trRosetta's short -> medium -> long restraint stages,
+    # as one schedule): over the first ``separation_ramp`` fraction of the descent only pairs
+    # with |i - j| <= a cutoff count in the distogram term, the cutoff growing linearly from
+    # ``ramp_start_separation`` to the chain length; afterwards all pairs count. Local
+    # structure settles before the blurry long-range terms pull on it. 0 = off (all pairs
+    # from the first step; the numbers are exactly those without the option).
+    separation_ramp: float = 0.0
+    ramp_start_separation: int = 12
     # Probability floor in -log(p + eps) (caps the penalty of impossible bins).
     prob_eps: float = 1e-8
     # Largest slope (energy per Angstrom) of the distogram term's Laplace envelope; the
@@ -87,6 +95,10 @@ class FoldConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"FoldConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.separation_ramp <= 1.0:
+            raise ValueError(f"FoldConfig.separation_ramp must be in [0, 1], got {self.separation_ramp}")
+        if self.ramp_start_separation < 1:
+            raise ValueError(f"FoldConfig.ramp_start_separation must be >= 1, got {self.ramp_start_separation}")
         if not 0.0 <= self.orientation_min_contact_prob < 1.0:
             raise ValueError(
                 f"FoldConfig.orientation_min_contact_prob must be in [0, 1), got {self.orientation_min_contact_prob}")

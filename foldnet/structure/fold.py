@@ -34,7 +34,8 @@ from foldnet.geometry.nerf import build_backbone, ideal_bond_angles, ideal_bond_
 from foldnet.geometry.vectors import virtual_cb
 from foldnet.structure.config import FoldConfig
 from foldnet.structure.confidence import residue_confidence
-from foldnet.structure.potential import Potential, batched_energy_terms, energy_terms, make_potential, total_energy
+from foldnet.structure.potential import (
+    Potential, batched_energy_terms, energy_terms, make_potential, packed_pair_indices, total_energy)
 
 _GLY = rc.RESTYPE_ORDER["G"]
 
@@ -134,10 +135,11 @@ def _descend(
         # energy is each restart's own gradient, and Adam is elementwise: every restart
         # descends exactly as it would alone.
         params = jnp.stack([phi, psi], axis=1)
+        staged = _separation_stages(potential, config)
 
-        def step(carry, _):
+        def step(carry, t):
             params, state = carry
-            (_, (e, _)), grad = jax.value_and_grad(energy, argnums=1, has_aux=True)(potential, params)
+            (_, (e, _)), grad = jax.value_and_grad(energy, argnums=1, has_aux=True)(staged(t), params)
             # A non-finite gradient (never seen, but cheap to guard) skips the update.
             grad = jnp.where(jnp.isfinite(grad), grad, 0.0)
             # phi_0 and psi_(L-1) move no scored atom: their gradient is float noise, which
@@ -146,7 +148,7 @@ def _descend(
             updates, state = opt.update(grad, state, params)
             return (optax.apply_updates(params, updates), state), e
 
-        (params, _), traj = lax.scan(step, (params, opt.init(params)), None, length=config.num_steps)
+        (params, _), traj = lax.scan(step, (params, opt.init(params)), jnp.arange(config.num_steps))
         _, (e, terms) = energy(potential, params)
         return params[:, 0], params[:, 1], e, terms, traj.T
 
@@ -157,6 +159,29 @@ def _descend(
     return jax.shard_map(
         runs, mesh=mesh, in_specs=(P(), P("restart"), P("restart")), out_specs=P("restart"), check_vma=False
     )(potential, phi0, psi0)
+
+
+def _separation_stages(potential: Potential, config: FoldConfig):
+    """step -> the potential that step descends (``FoldConfig.separation_ramp``).
+
+    During the ramp the distogram term counts only pairs with |i - j| <= a cutoff that grows
+    linearly from ``ramp_start_separation`` to the padded length; the final energies (which
+    pick the restart) always use every pair. With the ramp off the potential is unchanged.
+    """
+    if config.separation_ramp <= 0:
+        return lambda t: potential
+    size = potential.row.shape[1]
+    i, j = packed_pair_indices(size)
+    sep = jnp.asarray(j - i, jnp.float32)
+    start = float(config.ramp_start_separation)
+    ramp_steps = max(1.0, config.separation_ramp * config.num_steps)
+
+    def staged(t):
+        frac = jnp.minimum(1.0, t.astype(jnp.float32) / ramp_steps)
+        cutoff = start + frac * (size - start)
+        return potential._replace(dist_weight=potential.dist_weight * (sep <= cutoff))
+
+    return staged
 
 
 def descend(
