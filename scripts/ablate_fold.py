@@ -87,11 +87,14 @@ def predictions(args) -> list[dict]:
     prior = Prior.load(run_dir / "prior.npz")
     predictor = Predictor(model_cfg, params, TilingConfig(crop_size=128, stride=32, batch_size=4, pad_multiple=16))
     ds = H5Dataset(args.h5)
-    out = []
+    out, eligible = [], 0
     for i in range(len(ds)):
         if len(out) >= args.chains:
             break
         if ds.lengths[i] > args.max_length or ds.lengths[i] < args.min_length:
+            continue
+        eligible += 1
+        if eligible <= args.skip:
             continue
         prot = ds.protein(i)
         dist = predictor.distributions(input_features(prot.replace(profile=None), prot.profile))
@@ -154,6 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chains", type=int, default=40)
     ap.add_argument("--min-length", type=int, default=40)
     ap.add_argument("--max-length", type=int, default=300)
+    ap.add_argument("--skip", type=int, default=0, help="skip the first N eligible chains (a second chain set)")
     ap.add_argument("--cache", default="runs/fold_ablation/predictions.npz")
     ap.add_argument("--variant", action="append", default=[], help="name:key=value,... (FoldConfig fields)")
     ap.add_argument("--seed", type=int, default=0)

@@ -81,28 +81,22 @@ def median_seconds(fn, n: int) -> float:
     return float(np.median(ts))
 
 
-def bench_step(preset: str, dtype: str, batch: dict, parallel: str = "auto") -> dict:
-    """The compiled, warmed-up training step of a preset on ``batch``, placed as the trainer does.
+def compile_step(pstep, state, batch: dict) -> dict:
+    """A parallel training step (``parallelize_train_step``) compiled ahead of time on
+    ``batch`` and warmed up, as the trainer runs it.
 
-    Args:
-      parallel: a ``ParallelConfig.mode``; ``auto`` (the trainer's default) splits the batch
-        over the CPU devices (one per core: ``use_all_cpu_cores`` at import).
     Returns:
-      {"run": a blocking callable running one step, "flops": XLA's FLOP count of the
-      compiled step (summed over devices), "compile_s", "params": parameter count,
-      "mode", "devices"}.
+      {"run": a blocking callable running one step (the state advances), "flops": XLA's
+      FLOP count of the compiled step (summed over devices), "compile_s", "params":
+      parameter count, "mode", "devices"}.
     """
-    cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
-    model, opt, state = create_train_state(cfg, OptimConfig(warmup_steps=1, total_steps=1000), 0, batch)
-    pstep = parallelize_train_step(model, opt, resolve(ParallelConfig(mode=parallel), len(batch["aatype"])))
-    state, db = pstep.replicate(state), pstep.shard_batch(batch)
+    holder = {"s": pstep.replicate(state)}
+    db = pstep.shard_batch(batch)
     t = time.perf_counter()
-    compiled = pstep._step.lower(state, db).compile()
+    compiled = pstep._step.lower(holder["s"], db).compile()
     compile_s = time.perf_counter() - t
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    holder = {"s": state}
-    n_params = count_params(state.params)
 
     def run():
         holder["s"], m = compiled(holder["s"], db)
@@ -111,8 +105,21 @@ def bench_step(preset: str, dtype: str, batch: dict, parallel: str = "auto") -> 
     run()  # warm-up
     # an SPMD executable's cost analysis counts one device's share
     flops = float(cost.get("flops", float("nan"))) * pstep.num_devices
-    return {"run": run, "flops": flops, "compile_s": compile_s, "params": n_params,
+    return {"run": run, "flops": flops, "compile_s": compile_s, "params": count_params(state.params),
             "mode": pstep.mode, "devices": pstep.num_devices}
+
+
+def bench_step(preset: str, dtype: str, batch: dict, parallel: str = "auto") -> dict:
+    """``compile_step`` of a preset's training step on ``batch``, placed as the trainer does.
+
+    Args:
+      parallel: a ``ParallelConfig.mode``; ``auto`` (the trainer's default) splits the batch
+        over the CPU devices (one per core: ``use_all_cpu_cores`` at import).
+    """
+    cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
+    model, opt, state = create_train_state(cfg, OptimConfig(warmup_steps=1, total_steps=1000), 0, batch)
+    pstep = parallelize_train_step(model, opt, resolve(ParallelConfig(mode=parallel), len(batch["aatype"])))
+    return compile_step(pstep, state, batch)
 
 
 def conv_reference(batch: int, crop: int, channels: int, dtype, reps: int) -> dict:

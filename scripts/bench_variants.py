@@ -39,11 +39,12 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from foldnet.common import atomic  # noqa: E402
 from foldnet.common.paths import config_dir  # noqa: E402
-from foldnet.model import count_params  # noqa: E402
 from foldnet.train.config import register_configs, to_train_config  # noqa: E402
 from foldnet.train.loop import train_loader, split_paths  # noqa: E402
 from foldnet.train.parallel import parallelize_train_step, resolve  # noqa: E402
 from foldnet.train.state import create_train_state  # noqa: E402
+
+from bench_train import compile_step  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 
 def compiled_step(overrides: list[str]) -> dict:
@@ -56,19 +57,7 @@ def compiled_step(overrides: list[str]) -> dict:
     model, optimizer, state = create_train_state(cfg.model, cfg.optim, cfg.seed, batch)
     pstep = parallelize_train_step(model, optimizer, resolve(cfg.parallel, cfg.data.batch_size),
                                    ema_decay=cfg.optim.ema_decay)
-    holder = {"s": pstep.replicate(state)}
-    db = pstep.shard_batch(batch)
-    t = time.perf_counter()
-    compiled = pstep._step.lower(holder["s"], db).compile()
-    compile_s = time.perf_counter() - t
-
-    def run():
-        holder["s"], m = compiled(holder["s"], db)
-        jax.block_until_ready(m["loss"])
-
-    run()  # warm-up
-    return {"run": run, "params": count_params(state.params), "compile_s": compile_s,
-            "crops": cfg.data.batch_size, "devices": pstep.num_devices}
+    return {**compile_step(pstep, state, batch), "crops": cfg.data.batch_size}
 
 
 def main(argv=None) -> int:

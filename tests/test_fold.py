@@ -84,6 +84,25 @@ def test_distogram_spline_hand_values():
         left, right = float(grad(jnp.float32(c - 2e-5))), float(grad(jnp.float32(c + 2e-5)))
         assert left == pytest.approx(right, abs=0.02)
 
+def test_reference_weight_scales_the_background_correction():
+    # Knots (bins 0..64, before the three padding knots) are -log(p + eps) + w log(ref + eps);
+    # p is symmetrised and the reference renormalised per pair first.
+    p, _, _ = _probs(3)
+    ps = 0.5 * (p + p.transpose(1, 0, 2))
+    ps /= ps.sum(-1, keepdims=True)
+    ref = np.random.default_rng(1).dirichlet(np.ones(rc.NUM_DIST_BINS), (3, 3)).astype(np.float32)
+    eps = 1e-8
+    for w in (0.0, 0.5, 1.0, 1.25):
+        table = np.asarray(pot.distogram_table(jnp.asarray(p), eps, jnp.asarray(3.0 * ref), None, w))
+        want = -np.log(ps + eps) + w * np.log(ref + eps)
+        np.testing.assert_allclose(table[..., 1:66], want, rtol=1e-5, atol=1e-5)
+    no_ref = np.asarray(pot.distogram_table(jnp.asarray(p), eps))
+    np.testing.assert_allclose(np.asarray(pot.distogram_table(jnp.asarray(p), eps, jnp.asarray(ref), None, 0.0)),
+                               no_ref, atol=1e-6)
+    with pytest.raises(ValueError, match="reference_weight"):
+        FoldConfig(reference_weight=-0.5)
+
+
 
 @pytest.mark.parametrize("L", [7, 8])
 def test_packed_pairs_cover_each_pair_once(L):

@@ -51,6 +51,9 @@ class FoldConfig:
     # from the first step; the numbers are exactly those without the option).
     separation_ramp: float = 0.0
     ramp_start_separation: int = 12
+    # Weight w of the background in -log(p + eps) + w log(ref + eps) when a reference
+    # distogram is given (1 = AlphaFold-CASP13's full correction).
+    reference_weight: float = 1.0
     # Probability floor in -log(p + eps) (caps the penalty of impossible bins).
     prob_eps: float = 1e-8
     # Largest slope (energy per Angstrom) of the distogram term's Laplace envelope; the
@@ -90,7 +93,7 @@ class FoldConfig:
                 raise ValueError(f"FoldConfig.{name} must be > 0, got {getattr(self, name)!r}")
         non_negative = (
             "weight_distogram", "weight_torsion", "weight_clash", "weight_orientation", "init_noise_deg", "refine_steps",
-            "final_lr_fraction", "clash_ca", "clash_cb", "refine_bond_weight",
+            "final_lr_fraction", "clash_ca", "clash_cb", "refine_bond_weight", "reference_weight",
         )
         for name in non_negative:
             if getattr(self, name) < 0:

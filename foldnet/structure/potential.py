@@ -99,6 +99,7 @@ def distogram_table(
     eps: float,
     reference: Optional[jnp.ndarray] = None,
     max_slope: Optional[float] = None,
+    reference_weight: float = 1.0,
 ) -> jnp.ndarray:
     """Spline knot values ``V`` [L, L, NUM_DIST_BINS + 2] of the distogram term.
 
@@ -109,6 +110,7 @@ def distogram_table(
         separation-dependent prior [L, L, 65] or a global one [65]); the term becomes
         ``-log(p + eps) + log(ref + eps)``.
       max_slope: if set, replace the knots by their ``laplace_envelope`` (energy per A).
+      reference_weight: w in ``-log(p + eps) + w log(ref + eps)`` (1 = the full correction).
     Returns:
       [L, L, 68] knot values on the uniform grid starting one bin before the first centre.
     """
@@ -121,7 +123,7 @@ def distogram_table(
     if reference is not None:
         ref = jnp.broadcast_to(jnp.asarray(reference, jnp.float32), p.shape)
         ref = ref / jnp.maximum(jnp.sum(ref, axis=-1, keepdims=True), 1e-12)
-        v = v + jnp.log(ref + eps)
+        v = v + reference_weight * jnp.log(ref + eps)
     if max_slope is not None:
         v = laplace_envelope(v, max_slope)
     return jnp.concatenate([v[..., :1], v, v[..., -1:], v[..., -1:]], axis=-1)
@@ -448,7 +450,8 @@ def make_potential(
     if m.shape != (length,):
         raise ValueError(f"make_potential: residue_mask must be [{length}], got {m.shape}")
     half, size = packed_size(length)
-    coef = _packed_coefficients(jnp.asarray(dist_probs), reference, config.prob_eps, config.distogram_max_slope)
+    coef = _packed_coefficients(jnp.asarray(dist_probs), reference, config.prob_eps, config.distogram_max_slope,
+                                config.reference_weight)
     i, j = packed_pair_indices(length)
     mask = np.concatenate([m, np.zeros(size - length, np.float32)])
     pm = mask[i] * mask[j] * (j > i)
@@ -492,14 +495,15 @@ def _orientation_fields(orientation: Optional[dict], residue_mask: np.ndarray, c
     return {"omega_log_probs": lo, "theta_log_probs": lt, "orient_phi_log_probs": lp, "orient_weight": weight}
 
 
-@functools.partial(jax.jit, static_argnames=("eps", "max_slope"))
+@functools.partial(jax.jit, static_argnames=("eps", "max_slope", "reference_weight"))
 def _packed_coefficients(
-    dist_probs: jnp.ndarray, reference: Optional[jnp.ndarray], eps: float, max_slope: Optional[float]
+    dist_probs: jnp.ndarray, reference: Optional[jnp.ndarray], eps: float, max_slope: Optional[float],
+    reference_weight: float = 1.0,
 ) -> jnp.ndarray:
     """[H * M * 65, 4] spline coefficients of all pairs in the packed layout (jitted: one
     compilation per length instead of one per primitive)."""
     length = dist_probs.shape[0]
-    table = distogram_table(dist_probs, eps, reference, max_slope)
+    table = distogram_table(dist_probs, eps, reference, max_slope, reference_weight)
     _, size = packed_size(length)
     if size != length:  # odd L: one dummy residue, weight 0 in every pair
         table = jnp.concatenate([table, jnp.broadcast_to(table[-1:], (1,) + table.shape[1:])], axis=0)
