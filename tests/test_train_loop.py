@@ -135,3 +135,33 @@ def test_nan_guard_skips_logs_and_stops(small, tmp_path):
     with pytest.raises(NonFiniteLossError, match="2 consecutive non-finite steps"):
         train(cfg)
     assert [e["step"] for e in read_jsonl(tmp_path / "stop" / "metrics.jsonl", "skip")] == [3, 4]
+
+
+def test_init_from_warm_starts_from_a_runs_parameters(small, tmp_path):
+    import jax
+
+    from foldnet.inference.checkpoint_io import load_run
+    from foldnet.train.state import create_train_state, warm_start
+
+    common = ["debug=tiny", "val.baselines=false", "logging.tensorboard=false", "logging.curves=false",
+              *_data_overrides(small)]
+    train(_compose([f"run_dir={tmp_path / 'a'}", *common]))
+    _, a_params = load_run(tmp_path / "a")
+    # B starts from A's parameters: its first update (Adam: at most the learning rate,
+    # 1.5e-3 at warm-up step 1 of 2, per element) keeps it that close to them; a
+    # random init is ~0.1 away.
+    train(_compose([f"run_dir={tmp_path / 'b'}", f"init_from={tmp_path / 'a'}", "checkpoint.every_steps=1",
+                    "halt_at_step=2", "val.every_steps=0", *common]))
+    _, b_params = load_run(tmp_path / "b", step=1)
+    diffs = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x, y: float(np.max(np.abs(x - y))),
+                                                             a_params, b_params))
+    assert max(diffs) <= 1.6e-3 and max(diffs) > 1e-4
+    run_line = read_jsonl(tmp_path / "b" / "metrics.jsonl", "run")[0]
+    assert run_line["init_from"] == str(tmp_path / "a")
+
+    # another architecture is refused, naming the source and the parameter
+    tc = to_train_config(_compose([f"run_dir={tmp_path / 'c'}", "model.channels_2d=12", *common]))
+    example = CropLoader(small / "train.h5", tc.data.crop_size, tc.data.batch_size, 0, prefetch=0).make_batch(0, 0)
+    _, opt, state = create_train_state(tc.model, tc.optim, 0, example)
+    with pytest.raises(ValueError, match=r"init_from runs/a: parameter .* has shape"):
+        warm_start(state, opt, a_params, "runs/a")

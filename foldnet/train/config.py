@@ -67,6 +67,10 @@ class TrainConfig:
         with NaN (exercises the non-finite guard).
       compilation_cache_dir: JAX persistent compilation cache for this run (null = off):
         a resumed or repeated run loads its compiled steps instead of recompiling.
+      init_from: start from a trained network's parameters instead of a random init
+        (a run directory, a checkpoint, or ``pretrained:<name>``; null = random): a warm
+        restart with a fresh optimiser, schedule and EMA. Ignored when the run resumes
+        from its own checkpoint. The architecture must match ``model``.
       data, model, optim, parallel: the group configs.
       val, checkpoint, logging: the loop's sections.
     """
@@ -79,6 +83,7 @@ class TrainConfig:
     halt_at_step: Optional[int] = None
     nan_steps: list[int] = field(default_factory=list)
     compilation_cache_dir: Optional[str] = None
+    init_from: Optional[str] = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -47,7 +47,7 @@ from foldnet.train.checkpoint import Checkpointer
 from foldnet.train.config import TrainConfig, to_train_config, to_yaml
 from foldnet.train.run_log import RunLogger, plot_curves
 from foldnet.train.parallel import parallelize_train_step, resolve
-from foldnet.train.state import create_train_state
+from foldnet.train.state import create_train_state, warm_start
 from foldnet.train.metrics_buffer import MetricsBuffer
 from foldnet.train.validate import validation_batches, validation_metrics
 
@@ -152,6 +152,16 @@ def _resumed(cfg: TrainConfig, ckpt: Checkpointer, state: Any, loader: CropLoade
     return state, start_step
 
 
+def _warm_started(source: str, state: Any, optimizer: Any) -> Any:
+    """The fresh state with the parameters of ``source`` (``TrainConfig.init_from``)."""
+    from foldnet.inference.pretrained import load_for_inference  # inference I/O, only when asked
+
+    _, params = load_for_inference(source)
+    state = warm_start(state, optimizer, params, source)
+    log.info("initialised the parameters from %s", source)
+    return state
+
+
 def _predict_padded(pstep: Any, params: Any, batch: dict[str, np.ndarray]) -> dict:
     """The parallel eval step on a host batch of any size.
 
@@ -203,13 +213,16 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
 
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint)
     state, start_step = _resumed(cfg, ckpt, state, loader)
+    if start_step == 0 and cfg.init_from:
+        state = _warm_started(cfg.init_from, state, optimizer)
     state = pstep.replicate(state)
 
     logger = RunLogger(run_dir, enabled=writer, tensorboard=cfg.logging.tensorboard)
     logger.log("run", start_step, {"num_params": n_params, "processes": pcount,
                                    "devices": pstep.num_devices, "parallel": pcfg.mode,
                                    "model": cfg.model.name, "global_batch": cfg.data.batch_size,
-                                   "crop_size": cfg.data.crop_size})
+                                   "crop_size": cfg.data.crop_size,
+                                   "init_from": cfg.init_from if start_step == 0 else None})
 
     # -- baselines ------------------------------------------------------------------------------
     baseline: Optional[dict] = None

@@ -8,6 +8,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from foldnet.model.config import ModelConfig
@@ -101,3 +102,35 @@ def create_train_state(
         ema_params=jax.tree_util.tree_map(jnp.copy, params) if optim_cfg.ema_decay > 0 else None,
     )
     return model, optimizer, state
+
+
+def warm_start(state: TrainState, optimizer: optax.GradientTransformation, params: Any, source: str) -> TrainState:
+    """``state`` with ``params`` (a trained network's) in place of its random init.
+
+    The optimiser state and the EMA start afresh from ``params`` (a warm restart: the new
+    run's schedule, warm-up included, applies from its step 0); step, RNG and skip
+    counters are the fresh state's.
+
+    Raises:
+      ValueError: naming ``source`` and the first differing parameter, if ``params`` does
+        not have the tree structure, shapes and dtypes of ``state.params``.
+    """
+    want = jax.tree_util.tree_flatten_with_path(state.params)[0]
+    got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    got = {jax.tree_util.keystr(k): v for k, v in got.items()}
+    for path, leaf in want:
+        name = jax.tree_util.keystr(path)
+        if name not in got:
+            raise ValueError(f"init_from {source}: it has no parameter {name} (another architecture?)")
+        if tuple(np.shape(got[name])) != tuple(leaf.shape):
+            raise ValueError(f"init_from {source}: parameter {name} has shape {tuple(np.shape(got[name]))}, "
+                             f"the model needs {tuple(leaf.shape)}")
+    if len(got) != len(want):
+        extra = sorted(set(got) - {jax.tree_util.keystr(p) for p, _ in want})
+        raise ValueError(f"init_from {source}: parameters the model does not have: {', '.join(extra[:3])}")
+    params = jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(state.params),
+        [jnp.asarray(got[jax.tree_util.keystr(p)], leaf.dtype) for p, leaf in want],
+    )
+    ema = None if state.ema_params is None else jax.tree_util.tree_map(jnp.copy, params)
+    return state.replace(params=params, opt_state=optimizer.init(params), ema_params=ema)
