@@ -368,7 +368,7 @@ def test_separation_ramp_stages_and_native_recovery(native_chains, folded):
     np.testing.assert_array_equal(np.asarray(staged(jnp.int32(100)).dist_weight), full)
     assert full[sep > 12].sum() > 0  # the chain has long-range pairs the ramp holds back
     # Off: the potential itself, so folding is bit-identical to the code without the option.
-    assert _separation_stages(potential, FAST)(jnp.int32(0)) is potential
+    assert _separation_stages(potential, FAST.replace(separation_ramp=0.0))(jnp.int32(0)) is potential
     # With the ramp the true distributions still fold to the native.
     r = fold(d, ph, ps, cfg, seed=0, aatype=p.aatype)
     assert tm_score(r.protein.atom_positions[:, 1], p.atom_positions[:, 1]) >= 0.8
