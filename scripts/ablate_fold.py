@@ -9,8 +9,10 @@ scores (what ``fold`` returns) and what the best of the restarts would have scor
 limit the search, the pick, or the potential?).
 
     python scripts/ablate_fold.py --chains 40 --max-length 300 \
-        --variant fast: --variant default:num_restarts=8,num_steps=400 \
-        --out docs/bench/fold_ablation
+        --variant off:separation_ramp=0 --variant fast: \
+        --variant default:num_restarts=8,num_steps=400 --out docs/bench/fold_ablation_set1
+    # a second, disjoint set of chains:
+    python scripts/ablate_fold.py --skip 40 --cache runs/fold_ablation/predictions_set2.npz ...
 
 A variant is ``name:key=value,...`` over ``FoldConfig`` fields on top of configs/fold/fast.yaml.
 Writes ``<out>.json`` (per chain, per variant, per restart) and ``<out>.md`` (the table).
