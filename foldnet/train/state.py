@@ -113,7 +113,8 @@ def warm_start(state: TrainState, optimizer: optax.GradientTransformation, param
 
     Raises:
       ValueError: naming ``source`` and the first differing parameter, if ``params`` does
-        not have the tree structure, shapes and dtypes of ``state.params``.
+        not have the parameter names and shapes of ``state.params`` (values are cast to
+        its dtypes: a float32 export initialises any run).
     """
     want = jax.tree_util.tree_flatten_with_path(state.params)[0]
     got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
