@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from foldnet.model import cpu_kernels
+
 
 def _conv(spec: tuple, lhs, rhs):
     return lax.conv_general_dilated(lhs, rhs, **dict(spec))
@@ -68,6 +70,43 @@ def _bwd(spec, res, g):
 _conv_pinned_grad.defvjp(_fwd, _bwd)
 
 
+# Whether 2D convolutions the CPU kernels cover go to them (read at trace time; tests
+# and benchmarks switch it off to compare against XLA's convolution).
+USE_CPU_KERNELS = True
+
+
+def _use_cpu_kernel(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                    feature_group_count, batch_group_count, preferred_element_type) -> bool:
+    """True for the case ``cpu_kernels.conv2d`` implements, on the CPU backend, when it is built.
+
+    That case: float32 NHWC x HWIO, stride 1, 'SAME' padding (as a string or as the
+    equivalent pairs), odd kernel, no input dilation or grouping -- every 2D
+    convolution of foldnet's trunks. Everything else stays with XLA.
+    """
+    if not USE_CPU_KERNELS or jax.default_backend() != "cpu":
+        return False
+    if lhs.ndim != 4 or rhs.ndim != 4 or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+        return False
+    if preferred_element_type not in (None, jnp.float32) or feature_group_count != 1 or batch_group_count != 1:
+        return False
+    if any(s != 1 for s in window_strides) or any(d != 1 for d in (lhs_dilation or (1, 1))):
+        return False
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    if dn != lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")):
+        return False
+    kh, kw = rhs.shape[0], rhs.shape[1]
+    if kh % 2 == 0 or kw % 2 == 0:
+        return False
+    dh, dw = rhs_dilation or (1, 1)
+    same = ((dh * (kh - 1) // 2,) * 2, (dw * (kw - 1) // 2,) * 2)
+    if isinstance(padding, str):
+        if padding.upper() != "SAME":
+            return False
+    elif tuple(tuple(p) for p in padding) != same:
+        return False
+    return cpu_kernels.available()
+
+
 def conv_general_dilated(
     lhs,
     rhs,
@@ -82,6 +121,9 @@ def conv_general_dilated(
     preferred_element_type=None,
 ):
     """Drop-in ``lax.conv_general_dilated`` (same arguments and values); see the module docstring."""
+    if _use_cpu_kernel(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                       feature_group_count, batch_group_count, preferred_element_type):
+        return cpu_kernels.conv2d(lhs, rhs, tuple(int(d) for d in rhs_dilation or (1, 1)))
     spec = (
         ("window_strides", tuple(window_strides)),
         ("padding", padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)),

@@ -17,9 +17,11 @@ import functools
 from typing import Sequence
 
 import flax.linen as nn
+from flax.linen.linear import default_kernel_init
 import jax
 import jax.numpy as jnp
 
+from foldnet.model import cpu_kernels
 from foldnet.model.conv import conv_general_dilated
 from foldnet.model.precision import Policy
 
@@ -69,6 +71,16 @@ _norm_elu_mask.defvjp(_norm_elu_mask_fwd, _norm_elu_mask_bwd)
 
 # Read at trace time (tests compare against the autodiff composition).
 FUSED_PREACTIVATION = True
+# Whether the pre-activation runs as foldnet's CPU kernel where it can (read at trace
+# time; tests and benchmarks switch it off to compare against the XLA version above).
+USE_CPU_KERNELS = True
+
+
+def _cpu_kernel_ok(x: jnp.ndarray, mask: jnp.ndarray) -> bool:
+    """f32 on the CPU backend, mask [..., 1] matching x [..., C], C a width the kernel takes."""
+    return (USE_CPU_KERNELS and jax.default_backend() == "cpu" and x.dtype == jnp.float32
+            and mask.dtype == jnp.float32 and mask.shape == x.shape[:-1] + (1,)
+            and cpu_kernels.norm_elu_supported(x.shape[-1]))
 
 
 class _LayerNorm(nn.Module):
@@ -95,7 +107,10 @@ class _LayerNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype).astype(self.dtype)
         x = x.astype(self.dtype)
         if elu_mask is not None and FUSED_PREACTIVATION:
-            return _norm_elu_mask(x, scale, bias, elu_mask.astype(self.dtype), self.epsilon)
+            m = elu_mask.astype(self.dtype)
+            if _cpu_kernel_ok(x, m):
+                return cpu_kernels.norm_elu_mask(x, scale, bias, m, self.epsilon)
+            return _norm_elu_mask(x, scale, bias, m, self.epsilon)
         y = _normalize(x, self.epsilon)[0] * scale + bias
         return y if elu_mask is None else nn.elu(y) * elu_mask
 
@@ -162,6 +177,8 @@ class ResidualBlock(nn.Module):
           [B, *spatial, C] in the compute dtype.
         """
         p = self.policy
+        if self._fused_ok(x, mask):
+            return self._fused(x, mask, train)
         conv = lambda name: _conv(self.features, self.kernel_size, self.dilation, p, name)  # noqa: E731
         # LayerNorm of a zero (padded) vector is its bias, not zero: re-mask before
         # each convolution so padded positions never reach real ones through the
@@ -173,6 +190,67 @@ class ResidualBlock(nn.Module):
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         h = conv("conv_b")(p.cast_compute(h))
         return (x + h) * mask.astype(x.dtype)
+
+
+    def _fused_ok(self, x: jnp.ndarray, mask: jnp.ndarray) -> bool:
+        """The whole block as ``cpu_kernels.residual_block``: 2D, f32 compute, on CPU, kernels built."""
+        p = self.policy
+        return (len(self.kernel_size) == 2 and all(k % 2 == 1 for k in self.kernel_size)
+                and x.ndim == 4 and x.shape[-1] == self.features and p.compute_dtype == jnp.float32
+                and p.norm_dtype == jnp.float32 and _cpu_kernel_ok(x.astype(jnp.float32),
+                                                                  mask.astype(jnp.float32)))
+
+    def _fused(self, x: jnp.ndarray, mask: jnp.ndarray, train: bool) -> jnp.ndarray:
+        # Same parameters (names, shapes, initialisers, RNG order) and dropout mask as
+        # the composition in __call__; tests/test_fast_kernels.py checks both.
+        p, c = self.policy, self.features
+        na = _NormParams(p.param_dtype, name="norm_a")(x.shape[-1])
+        ka = _ConvParams(c, tuple(self.kernel_size), p.param_dtype, name="conv_a")(x.shape[-1])
+        nb = _NormParams(p.param_dtype, name="norm_b")(c)
+        drop = None
+        if train and self.dropout > 0:
+            drop = nn.Dropout(self.dropout, deterministic=False)(jnp.ones(x.shape[:-1] + (c,), jnp.float32))
+        kb = _ConvParams(c, tuple(self.kernel_size), p.param_dtype, name="conv_b")(c)
+        m = mask.astype(jnp.float32)
+        return cpu_kernels.residual_block(x.astype(jnp.float32), m, *na, *ka, *nb, *kb, drop,
+                                          (self.dilation, self.dilation), 1e-5)
+
+
+class _LayerNormParams(nn.Module):
+    """``_LayerNorm``'s parameters alone (the fused block computes the norm itself)."""
+
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, c: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        return (self.param("scale", nn.initializers.ones, (c,), self.param_dtype).astype(jnp.float32),
+                self.param("bias", nn.initializers.zeros, (c,), self.param_dtype).astype(jnp.float32))
+
+
+class _NormParams(nn.Module):
+    """``F32LayerNorm``'s parameter tree (``<name>/LayerNorm_0/{scale,bias}``) without the norm."""
+
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, c: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        return _LayerNormParams(self.param_dtype, name="LayerNorm_0")(c)
+
+
+class _ConvParams(nn.Module):
+    """``nn.Conv``'s parameters (``kernel`` then ``bias``: same names, shapes, initialisers
+    and RNG order, so the same values at init) without the convolution."""
+
+    features: int
+    kernel_size: tuple[int, ...]
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        kernel = self.param("kernel", default_kernel_init, self.kernel_size + (in_features, self.features),
+                            self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+        return kernel.astype(jnp.float32), bias.astype(jnp.float32)
 
 
 class BottleneckBlock(nn.Module):

@@ -1,0 +1,562 @@
+// Direct 'SAME' dilated 2D convolution kernels for XLA:CPU, called through the XLA FFI.
+//
+// foldnet/model/cpu_kernels.py compiles this file on first use (with -march=native, so the
+// vector width is the machine's: 16 floats with AVX-512, 8 with AVX2) and registers two
+// handlers:
+//
+//   foldnet_conv2d_fwd:  y[b,h,w,o]  = sum_{i,j,c} x[b, h+dh(i-rh), w+dw(j-rw), c] * k[i,j,c,o]
+//   foldnet_conv2d_wgrad: dk[i,j,c,o] = sum_{b,h,w} x[b, h+dh(i-rh), w+dw(j-rw), c] * g[b,h,w,o]
+//
+// x: [B, H, W, Ci] (NHWC), k: [KH, KW, Ci, Co] (HWIO), y and g: [B, H, W, Co], stride 1,
+// odd kernel sizes, zero padding rh = dh*(KH-1)/2 (the 'SAME' padding of a dilated
+// convolution). The input gradient is the forward kernel applied to g with the kernel
+// flipped and transposed (done in Python).
+//
+// Why not XLA's own convolution: XLA:CPU runs the filter gradient as a convolution with
+// the batch as the contracted feature axis and a 128 x 128 window, 2-3x slower than the
+// forward convolution (docs/model.md, "CPU kernels"). Here both are register-blocked
+// outer products over rows that stay in L1: the forward keeps a tile of P output pixels
+// x 2 vectors of output channels in registers and streams the 3x3xCi taps; the filter
+// gradient keeps a block of CB input channels x 2 vectors of output channels in
+// registers and streams the W pixels of one row. Work is split over image rows on
+// XLA's intra-op thread pool; each worker sums its own filter gradient, reduced at
+// the end in a fixed order, so results do not depend on thread timing.
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int VL = 16;  // floats per vector register
+constexpr int P = 12;   // output pixels per forward tile (2 x 12 accumulators of 32 registers)
+constexpr int CB = 12;  // input channels per filter-gradient block
+#elif defined(__AVX__)
+constexpr int VL = 8;
+constexpr int P = 6;  // 16 registers
+constexpr int CB = 6;
+#else
+constexpr int VL = 4;
+constexpr int P = 6;
+constexpr int CB = 6;
+#endif
+constexpr int NV = 2;  // output-channel vectors per register tile
+
+typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+typedef float vfu __attribute__((vector_size(VL * sizeof(float)), aligned(4)));
+
+inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
+inline void store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
+// a in every lane. Written as a - 0 (exact for every a, so the compiler drops it): a + 0
+// is not (-0 + 0 = +0) and would stay an add before each broadcast, on the ports the
+// FMAs need.
+inline vf splat(float a) { return a - vf{}; }
+
+struct Geometry {
+  int64_t B, H, W, Ci, Co, KH, KW, dh, dw;
+  int64_t rh() const { return dh * (KH - 1) / 2; }
+  int64_t rw() const { return dw * (KW - 1) / 2; }
+  int64_t rows() const { return B * H; }
+};
+
+// Runs fn(task) for task in [0, n) on the calling thread and up to `workers` pool
+// threads. Tasks are claimed from a shared counter, so the caller finishes the work
+// alone if no pool thread ever starts (no deadlock when the pool is busy).
+template <typename Fn>
+void parallel_for(ffi::ThreadPool* pool, int64_t n, int64_t workers, Fn fn) {
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  if (pool == nullptr || workers <= 1 || n <= 1) {
+    for (int64_t t = 0; t < n; ++t) fn(t);
+    return;
+  }
+  auto shared = std::make_shared<Shared>();
+  auto run = [shared, n, &fn]() {
+    int64_t t;
+    while ((t = shared->next.fetch_add(1)) < n) {
+      fn(t);
+      if (shared->done.fetch_add(1) + 1 == n) {
+        std::lock_guard<std::mutex> lock(shared->mu);
+        shared->cv.notify_all();
+      }
+    }
+  };
+  // Helpers capture fn by reference: they only touch it after claiming a task, and the
+  // caller does not return before every claimed task is done.
+  for (int64_t i = 1; i < std::min(workers, n); ++i) {
+    auto task = run;
+    pool->Schedule(std::move(task));
+  }
+  run();
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->cv.wait(lock, [&] { return shared->done.load() == n; });
+}
+
+// ---------------------------------------------------------------- forward
+
+// One tile: NP (<= P) output pixels starting at column w0 of output row (b, h), output
+// channels [o0, o0 + NV*VL). xrows[i] is the input row h + dh(i - rh) or null (padding).
+template <int NP>
+inline void fwd_tile(const Geometry& g, const float* const* xrows, const float* k, float* yrow,
+                     int64_t w0, int64_t o0) {
+  vf acc[NP][NV];
+  for (int p = 0; p < NP; ++p)
+    for (int v = 0; v < NV; ++v) acc[p][v] = vf{};
+  const int64_t Ci = g.Ci, Co = g.Co, W = g.W;
+  for (int64_t i = 0; i < g.KH; ++i) {
+    const float* xr = xrows[i];
+    if (xr == nullptr) continue;
+    for (int64_t j = 0; j < g.KW; ++j) {
+      const int64_t off = g.dw * (j - (g.KW - 1) / 2);
+      const float* kt = k + ((i * g.KW + j) * Ci) * Co + o0;
+      // Fast path: every pixel of the tile reads a real input column.
+      if (w0 + off >= 0 && w0 + NP - 1 + off < W) {
+        const float* xb = xr + (w0 + off) * Ci;
+        for (int64_t c = 0; c < Ci; ++c) {
+          vf kv[NV];
+          for (int v = 0; v < NV; ++v) kv[v] = load(kt + c * Co + v * VL);
+          for (int p = 0; p < NP; ++p) {
+            const vf xv = splat(xb[p * Ci + c]);
+            for (int v = 0; v < NV; ++v) acc[p][v] += xv * kv[v];
+          }
+        }
+      } else {
+        for (int p = 0; p < NP; ++p) {
+          const int64_t ws = w0 + p + off;
+          if (ws < 0 || ws >= W) continue;
+          const float* xp = xr + ws * Ci;
+          for (int64_t c = 0; c < Ci; ++c) {
+            const vf xv = splat(xp[c]);
+            for (int v = 0; v < NV; ++v) acc[p][v] += xv * load(kt + c * Co + v * VL);
+          }
+        }
+      }
+    }
+  }
+  for (int p = 0; p < NP; ++p)
+    for (int v = 0; v < NV; ++v) store(yrow + (w0 + p) * Co + o0 + v * VL, acc[p][v]);
+}
+
+template <int NP>
+inline void fwd_tail(const Geometry& g, const float* const* xrows, const float* k, float* yrow,
+                     int64_t w0, int64_t o0, int64_t n) {
+  if constexpr (NP > 0) {
+    if (n == NP) return fwd_tile<NP>(g, xrows, k, yrow, w0, o0);
+    fwd_tail<NP - 1>(g, xrows, k, yrow, w0, o0, n);
+  }
+}
+
+// Output channels that are not a multiple of NV*VL: plain loops (not used by foldnet's
+// presets, kept for correctness).
+void fwd_row_scalar(const Geometry& g, const float* const* xrows, const float* k, float* yrow,
+                    int64_t o_begin) {
+  for (int64_t w = 0; w < g.W; ++w)
+    for (int64_t o = o_begin; o < g.Co; ++o) {
+      float s = 0.f;
+      for (int64_t i = 0; i < g.KH; ++i) {
+        if (xrows[i] == nullptr) continue;
+        for (int64_t j = 0; j < g.KW; ++j) {
+          const int64_t ws = w + g.dw * (j - (g.KW - 1) / 2);
+          if (ws < 0 || ws >= g.W) continue;
+          for (int64_t c = 0; c < g.Ci; ++c)
+            s += xrows[i][ws * g.Ci + c] * k[((i * g.KW + j) * g.Ci + c) * g.Co + o];
+        }
+      }
+      yrow[w * g.Co + o] = s;
+    }
+}
+
+// What the forward adds after the convolution, per output row while it is in L1:
+// y = (conv + bias + res) * mask, each term optional (null).
+struct Epilogue {
+  const float* bias = nullptr;  // [Co]
+  const float* res = nullptr;   // [B, H, W, Co]
+  const float* mask = nullptr;  // [B, H, W]
+};
+
+void fwd_row(const Geometry& g, const float* x, const float* k, float* y, int64_t row, const Epilogue& ep) {
+  const int64_t b = row / g.H, h = row % g.H;
+  std::vector<const float*> xrows(g.KH);
+  for (int64_t i = 0; i < g.KH; ++i) {
+    const int64_t hs = h + g.dh * (i - (g.KH - 1) / 2);
+    xrows[i] = (hs < 0 || hs >= g.H) ? nullptr : x + ((b * g.H + hs) * g.W) * g.Ci;
+  }
+  float* yrow = y + row * g.W * g.Co;
+  const int64_t co_vec = g.Co - g.Co % (NV * VL);
+  for (int64_t o0 = 0; o0 < co_vec; o0 += NV * VL) {
+    int64_t w0 = 0;
+    for (; w0 + P <= g.W; w0 += P) fwd_tile<P>(g, xrows.data(), k, yrow, w0, o0);
+    if (w0 < g.W) fwd_tail<P - 1>(g, xrows.data(), k, yrow, w0, o0, g.W - w0);
+  }
+  if (co_vec < g.Co) fwd_row_scalar(g, xrows.data(), k, yrow, co_vec);
+  if (ep.bias == nullptr && ep.res == nullptr && ep.mask == nullptr) return;
+  const float* rrow = ep.res == nullptr ? nullptr : ep.res + row * g.W * g.Co;
+  for (int64_t w = 0; w < g.W; ++w) {
+    const float m = ep.mask == nullptr ? 1.f : ep.mask[row * g.W + w];
+    float* yp = yrow + w * g.Co;
+    for (int64_t o = 0; o < g.Co; ++o) {
+      float v = yp[o];
+      if (ep.bias != nullptr) v += ep.bias[o];
+      if (rrow != nullptr) v += rrow[w * g.Co + o];
+      yp[o] = v * m;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- filter gradient
+
+// dk[i, j, c0:c0+NC, o0:o0+NV*VL] += sum_w xrow[w + off, c] * grow[w, o] for one row pair.
+template <int NC>
+inline void wgrad_block(const Geometry& g, const float* xr, const float* gr, float* dk_tap,
+                        int64_t off, int64_t c0, int64_t o0) {
+  vf acc[NC][NV];
+  for (int c = 0; c < NC; ++c)
+    for (int v = 0; v < NV; ++v) acc[c][v] = vf{};
+  const int64_t Ci = g.Ci, Co = g.Co;
+  const int64_t w_begin = std::max<int64_t>(0, -off), w_end = std::min<int64_t>(g.W, g.W - off);
+  const float* xb = xr + off * Ci + c0;
+  for (int64_t w = w_begin; w < w_end; ++w) {
+    vf gv[NV];
+    for (int v = 0; v < NV; ++v) gv[v] = load(gr + w * Co + o0 + v * VL);
+    for (int c = 0; c < NC; ++c) {
+      const vf xv = splat(xb[w * Ci + c]);
+      for (int v = 0; v < NV; ++v) acc[c][v] += xv * gv[v];
+    }
+  }
+  for (int c = 0; c < NC; ++c)
+    for (int v = 0; v < NV; ++v) {
+      float* d = dk_tap + (c0 + c) * Co + o0 + v * VL;
+      store(d, load(d) + acc[c][v]);
+    }
+}
+
+template <int NC>
+inline void wgrad_tail(const Geometry& g, const float* xr, const float* gr, float* dk_tap,
+                       int64_t off, int64_t c0, int64_t o0, int64_t n) {
+  if constexpr (NC > 0) {
+    if (n == NC) return wgrad_block<NC>(g, xr, gr, dk_tap, off, c0, o0);
+    wgrad_tail<NC - 1>(g, xr, gr, dk_tap, off, c0, o0, n);
+  }
+}
+
+void wgrad_row(const Geometry& g, const float* x, const float* gy, float* dk, float* db, int64_t row) {
+  const int64_t b = row / g.H, h = row % g.H;
+  const int64_t Ci = g.Ci, Co = g.Co;
+  const float* gr = gy + row * g.W * Co;
+  for (int64_t w = 0; w < g.W; ++w)
+    for (int64_t o = 0; o < Co; ++o) db[o] += gr[w * Co + o];
+  const int64_t co_vec = Co - Co % (NV * VL);
+  for (int64_t i = 0; i < g.KH; ++i) {
+    const int64_t hs = h + g.dh * (i - (g.KH - 1) / 2);
+    if (hs < 0 || hs >= g.H) continue;
+    const float* xr = x + ((b * g.H + hs) * g.W) * Ci;
+    for (int64_t j = 0; j < g.KW; ++j) {
+      const int64_t off = g.dw * (j - (g.KW - 1) / 2);
+      float* dk_tap = dk + ((i * g.KW + j) * Ci) * Co;
+      for (int64_t o0 = 0; o0 < co_vec; o0 += NV * VL) {
+        int64_t c0 = 0;
+        for (; c0 + CB <= Ci; c0 += CB) wgrad_block<CB>(g, xr, gr, dk_tap, off, c0, o0);
+        if (c0 < Ci) wgrad_tail<CB - 1>(g, xr, gr, dk_tap, off, c0, o0, Ci - c0);
+      }
+      if (co_vec < Co) {
+        const int64_t w_begin = std::max<int64_t>(0, -off), w_end = std::min<int64_t>(g.W, g.W - off);
+        for (int64_t c = 0; c < Ci; ++c)
+          for (int64_t o = co_vec; o < Co; ++o) {
+            float s = 0.f;
+            for (int64_t w = w_begin; w < w_end; ++w) s += xr[(w + off) * Ci + c] * gr[w * Co + o];
+            dk_tap[c * Co + o] += s;
+          }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- FFI entry points
+
+ffi::Error geometry(const ffi::Buffer<ffi::F32>& x, const ffi::Buffer<ffi::F32>& k,
+                    int64_t dh, int64_t dw, Geometry* g) {
+  auto xd = x.dimensions();
+  auto kd = k.dimensions();
+  if (xd.size() != 4 || kd.size() != 4)
+    return ffi::Error::InvalidArgument("foldnet conv2d: expected x [B,H,W,Ci] and k [KH,KW,Ci,Co]");
+  if (kd[2] != xd[3])
+    return ffi::Error::InvalidArgument("foldnet conv2d: input channels of x and k differ");
+  if (kd[0] % 2 == 0 || kd[1] % 2 == 0)
+    return ffi::Error::InvalidArgument("foldnet conv2d: kernel sizes must be odd");
+  *g = Geometry{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], dh, dw};
+  return ffi::Error::Success();
+}
+
+// Rows are handed out in chunks so a task is a few hundred microseconds of work.
+constexpr int64_t kRowsPerTask = 8;
+
+ffi::Error Conv2dFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                     ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> res, ffi::Buffer<ffi::F32> mask,
+                     ffi::ResultBuffer<ffi::F32> y, int64_t dh, int64_t dw) {
+  Geometry g;
+  if (auto err = geometry(x, k, dh, dw, &g); err.failure()) return err;
+  // bias, res and mask are optional: an empty buffer leaves the term out.
+  Epilogue ep;
+  if (bias.element_count() != 0) {
+    if (bias.element_count() != g.Co) return ffi::Error::InvalidArgument("foldnet conv2d: bias must be [Co]");
+    ep.bias = bias.typed_data();
+  }
+  if (res.element_count() != 0) {
+    if (res.element_count() != g.rows() * g.W * g.Co)
+      return ffi::Error::InvalidArgument("foldnet conv2d: res must have the output's shape");
+    ep.res = res.typed_data();
+  }
+  if (mask.element_count() != 0) {
+    if (mask.element_count() != g.rows() * g.W)
+      return ffi::Error::InvalidArgument("foldnet conv2d: mask must be [B, H, W(, 1)]");
+    ep.mask = mask.typed_data();
+  }
+  const float* xp = x.typed_data();
+  const float* kp = k.typed_data();
+  float* yp = y->typed_data();
+  const int64_t tasks = (g.rows() + kRowsPerTask - 1) / kRowsPerTask;
+  parallel_for(&pool, tasks, pool.num_threads() + 1, [&](int64_t t) {
+    const int64_t end = std::min(g.rows(), (t + 1) * kRowsPerTask);
+    for (int64_t r = t * kRowsPerTask; r < end; ++r) fwd_row(g, xp, kp, yp, r, ep);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error Conv2dWgrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gy,
+                       ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dbias, int64_t dh,
+                       int64_t dw) {
+  auto kd = dk->dimensions();
+  auto xd = x.dimensions();
+  auto gd = gy.dimensions();
+  if (kd.size() != 4 || xd.size() != 4 || gd.size() != 4)
+    return ffi::Error::InvalidArgument("foldnet conv2d wgrad: x, g and dk must be rank 4");
+  Geometry g{xd[0], xd[1], xd[2], xd[3], kd[3], kd[0], kd[1], dh, dw};
+  if (gd[0] != g.B || gd[1] != g.H || gd[2] != g.W || gd[3] != g.Co || kd[2] != g.Ci ||
+      dbias->element_count() != g.Co)
+    return ffi::Error::InvalidArgument("foldnet conv2d wgrad: shapes of x, g, dk and dbias disagree");
+  const float* xp = x.typed_data();
+  const float* gp = gy.typed_data();
+  const int64_t ksize = g.KH * g.KW * g.Ci * g.Co + g.Co;  // filter gradient, then bias gradient
+  const int64_t workers = std::max<int64_t>(1, std::min(pool.num_threads() + 1, g.rows()));
+  // Worker w sums the rows [w * rows / workers, (w + 1) * rows / workers): a fixed
+  // partition, and the partial sums are added in worker order.
+  std::vector<float> partial(static_cast<size_t>(workers) * ksize, 0.f);
+  parallel_for(&pool, workers, workers, [&](int64_t w) {
+    const int64_t begin = w * g.rows() / workers, end = (w + 1) * g.rows() / workers;
+    float* dst = partial.data() + w * ksize;
+    for (int64_t r = begin; r < end; ++r) wgrad_row(g, xp, gp, dst, dst + ksize - g.Co, r);
+  });
+  for (int64_t w = 1; w < workers; ++w)
+    for (int64_t e = 0; e < ksize; ++e) partial[e] += partial[w * ksize + e];
+  std::memcpy(dk->typed_data(), partial.data(), (ksize - g.Co) * sizeof(float));
+  std::memcpy(dbias->typed_data(), partial.data() + ksize - g.Co, g.Co * sizeof(float));
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------- LayerNorm -> ELU -> mask
+
+// expm1 of every lane, for y <= 0 (ELU's negative branch; larger lanes give expm1(0)):
+// exp(y) = 2^n exp(t), n = round(y / ln2), |t| <= ln2/2, with a degree-7 Taylor
+// polynomial for expm1(t) (truncation error below 2e-8 relative on that interval), so
+// lanes with n = 0 keep expm1's accuracy near zero. Lanes below -88 give -1.
+typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
+
+inline vf vexpm1(vf y) {
+  y = y < splat(-88.f) ? splat(-88.f) : y;
+  y = y > splat(0.f) ? splat(0.f) : y;
+  // round half away from zero (the conversion truncates); y <= 0 here
+  const vf n = __builtin_convertvector(__builtin_convertvector(y * 1.44269504088896341f - 0.5f, vi), vf);
+  const vf t = (y - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
+  vf p = splat(1.f / 5040.f);
+  p = p * t + 1.f / 720.f;
+  p = p * t + 1.f / 120.f;
+  p = p * t + 1.f / 24.f;
+  p = p * t + 1.f / 6.f;
+  p = p * t + 0.5f;
+  p = p * t * t + t;  // expm1(t)
+  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+  vf two_n;
+  std::memcpy(&two_n, &bits, sizeof(two_n));
+  return two_n * p + (two_n - 1.f);
+}
+
+inline float hsum(vf v) {
+  float s = 0.f;
+  for (int i = 0; i < VL; ++i) s += v[i];
+  return s;
+}
+
+constexpr int kMaxVecs = 16;  // channels up to 16 * VL
+
+// Per position: mean and flax's "fast variance" E[x^2] - E[x]^2 clamped at 0.
+inline void moments(const float* xp, int nv, int64_t C, vf* xv, float* mean, float* r, float eps) {
+  vf s = vf{}, s2 = vf{};
+  for (int v = 0; v < nv; ++v) {
+    xv[v] = load(xp + v * VL);
+    s += xv[v];
+    s2 += xv[v] * xv[v];
+  }
+  const float m = hsum(s) / C;
+  const float var = std::max(0.f, hsum(s2) / C - m * m);
+  *mean = m;
+  *r = 1.f / std::sqrt(var + eps);
+}
+
+ffi::Error NormEluFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
+                      ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> mask,
+                      ffi::ResultBuffer<ffi::F32> out, float eps) {
+  const int64_t C = scale.element_count();
+  const int64_t n = mask.element_count();
+  if (C % VL != 0 || C / VL > kMaxVecs || x.element_count() != n * C)
+    return ffi::Error::InvalidArgument("foldnet norm_elu: unsupported channel count or shapes");
+  const int nv = static_cast<int>(C / VL);
+  const float *xp = x.typed_data(), *sp = scale.typed_data(), *bp = bias.typed_data(), *mp = mask.typed_data();
+  float* op = out->typed_data();
+  constexpr int64_t kPerTask = 1024;
+  parallel_for(&pool, (n + kPerTask - 1) / kPerTask, pool.num_threads() + 1, [&](int64_t t) {
+    vf xv[kMaxVecs];
+    for (int64_t i = t * kPerTask, e = std::min(n, (t + 1) * kPerTask); i < e; ++i) {
+      float mean, r;
+      moments(xp + i * C, nv, C, xv, &mean, &r, eps);
+      const float m = mp[i];
+      for (int v = 0; v < nv; ++v) {
+        const vf y = (xv[v] - mean) * r * load(sp + v * VL) + load(bp + v * VL);
+        const vf h = y > splat(0.f) ? y : vexpm1(y);
+        store(op + i * C + v * VL, h * m);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error NormEluBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
+                      ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> g,
+                      ffi::Buffer<ffi::F32> acc, ffi::ResultBuffer<ffi::F32> dx,
+                      ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dbias, float eps) {
+  const int64_t C = scale.element_count();
+  const int64_t n = mask.element_count();
+  if (C % VL != 0 || C / VL > kMaxVecs || x.element_count() != n * C || g.element_count() != n * C)
+    return ffi::Error::InvalidArgument("foldnet norm_elu: unsupported channel count or shapes");
+  if (acc.element_count() != 0 && acc.element_count() != n * C)
+    return ffi::Error::InvalidArgument("foldnet norm_elu: acc must be empty or have x's shape");
+  const int nv = static_cast<int>(C / VL);
+  const float *xp = x.typed_data(), *sp = scale.typed_data(), *bp = bias.typed_data(), *mp = mask.typed_data(),
+              *gp = g.typed_data();
+  // dx = acc + the LayerNorm-ELU gradient: a residual stream's cotangent added in the
+  // same pass.
+  const float* ap = acc.element_count() == 0 ? nullptr : acc.typed_data();
+  float* dxp = dx->typed_data();
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads() + 1, n / 256));
+  std::vector<float> partial(static_cast<size_t>(workers) * 2 * C, 0.f);
+  parallel_for(&pool, workers, workers, [&](int64_t w) {
+    vf xv[kMaxVecs], xh[kMaxVecs], dxh[kMaxVecs], ds[kMaxVecs], db[kMaxVecs];
+    for (int v = 0; v < nv; ++v) ds[v] = db[v] = vf{};
+    for (int64_t i = w * n / workers, e = (w + 1) * n / workers; i < e; ++i) {
+      const float m = mp[i];
+      if (m == 0.f) {  // masked position: no gradient through the norm
+        for (int v = 0; v < nv; ++v) store(dxp + i * C + v * VL, ap ? load(ap + i * C + v * VL) : vf{});
+        continue;
+      }
+      float mean, r;
+      moments(xp + i * C, nv, C, xv, &mean, &r, eps);
+      vf a = vf{}, b = vf{};
+      for (int v = 0; v < nv; ++v) {
+        xh[v] = (xv[v] - mean) * r;
+        const vf y = xh[v] * load(sp + v * VL) + load(bp + v * VL);
+        const vf slope = y > splat(0.f) ? splat(1.f) : vexpm1(y) + 1.f;
+        const vf dy = load(gp + i * C + v * VL) * m * slope;
+        ds[v] += dy * xh[v];
+        db[v] += dy;
+        dxh[v] = dy * load(sp + v * VL);
+        a += dxh[v];
+        b += dxh[v] * xh[v];
+      }
+      const float ma = hsum(a) / C, mb = hsum(b) / C;
+      for (int v = 0; v < nv; ++v) {
+        const vf d = (dxh[v] - ma - xh[v] * mb) * r;
+        store(dxp + i * C + v * VL, ap ? d + load(ap + i * C + v * VL) : d);
+      }
+    }
+    float* dst = partial.data() + w * 2 * C;
+    for (int v = 0; v < nv; ++v) {
+      store(dst + v * VL, ds[v]);
+      store(dst + C + v * VL, db[v]);
+    }
+  });
+  float *dsp = dscale->typed_data(), *dbp = dbias->typed_data();
+  for (int64_t c = 0; c < C; ++c) {
+    float s = 0.f, b = 0.f;
+    for (int64_t w = 0; w < workers; ++w) {
+      s += partial[w * 2 * C + c];
+      b += partial[w * 2 * C + C + c];
+    }
+    dsp[c] = s;
+    dbp[c] = b;
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+extern "C" int foldnet_vector_width() { return VL; }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_norm_elu_fwd, NormEluFwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("eps"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_norm_elu_bwd, NormEluBwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // g
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // acc or empty
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("eps"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_conv2d_fwd, Conv2dFwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // k
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias or empty
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // res or empty
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // mask or empty
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("dh")
+                                  .Attr<int64_t>("dw"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_conv2d_wgrad, Conv2dWgrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // g
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dk
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dbias
+                                  .Attr<int64_t>("dh")
+                                  .Attr<int64_t>("dw"));
