@@ -206,6 +206,19 @@ void fwd_row(const Geometry& g, const float* x, const float* k, float* y, int64_
   if (co_vec < g.Co) fwd_row_scalar(g, xrows.data(), k, yrow, co_vec);
   if (ep.bias == nullptr && ep.res == nullptr && ep.mask == nullptr) return;
   const float* rrow = ep.res == nullptr ? nullptr : ep.res + row * g.W * g.Co;
+  if (g.Co % VL == 0) {
+    for (int64_t w = 0; w < g.W; ++w) {
+      const vf m = splat(ep.mask == nullptr ? 1.f : ep.mask[row * g.W + w]);
+      for (int64_t o = 0; o < g.Co; o += VL) {
+        float* yp = yrow + w * g.Co + o;
+        vf v = load(yp);
+        if (ep.bias != nullptr) v += load(ep.bias + o);
+        if (rrow != nullptr) v += load(rrow + w * g.Co + o);
+        store(yp, v * m);
+      }
+    }
+    return;
+  }
   for (int64_t w = 0; w < g.W; ++w) {
     const float m = ep.mask == nullptr ? 1.f : ep.mask[row * g.W + w];
     float* yp = yrow + w * g.Co;
@@ -395,10 +408,20 @@ inline vf vexpm1(vf y) {
   return two_n * p + (two_n - 1.f);
 }
 
+// Sum of the lanes as a tree of shuffles (log2(VL) dependent adds, not VL): the
+// LayerNorm kernels take four of these per position.
 inline float hsum(vf v) {
-  float s = 0.f;
-  for (int i = 0; i < VL; ++i) s += v[i];
-  return s;
+#if defined(__AVX512F__)
+  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
+#elif defined(__AVX__)
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1);
+#else
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1);
+#endif
+  return v[0] + v[1];
 }
 
 constexpr int kMaxVecs = 16;  // channels up to 16 * VL
