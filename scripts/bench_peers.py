@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from bench_train import bench_step, median_seconds, real_batch  # noqa: E402
+from bench_train import bench_step, cpu_kernels, median_seconds, real_batch  # noqa: E402
 from foldnet.common import atomic, paths  # noqa: E402
 from foldnet.model import PRESETS, build_model  # noqa: E402
 
@@ -67,7 +67,7 @@ def peer_ms(python: str, script: Path, which: str, crop: int, batch: int, steps:
     return float(m.group(1))
 
 
-def forward_300(preset: str, dtype: str, reps: int = 3) -> dict:
+def forward_300(preset: str, dtype: str, reps: int = 3, kernels: bool = True) -> dict:
     """Compile and run time of the network forward (eval mode) of one 300-residue chain."""
     cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
     n = 300
@@ -81,12 +81,13 @@ def forward_300(preset: str, dtype: str, reps: int = 3) -> dict:
     }
     model = build_model(cfg)
     params = model.init(jax.random.PRNGKey(0), batch, train=False)["params"]
-    f = jax.jit(lambda p, b: model.apply({"params": p}, b, train=False))
-    t = time.perf_counter()
-    jax.block_until_ready(f(params, batch))
-    first = time.perf_counter() - t
+    with cpu_kernels(kernels):  # traced on the first call, inside the switch
+        f = jax.jit(lambda p, b: model.apply({"params": p}, b, train=False))
+        t = time.perf_counter()
+        jax.block_until_ready(f(params, batch))
+        first = time.perf_counter() - t
     run = median_seconds(lambda: jax.block_until_ready(f(params, batch)), reps)
-    return {"length": n, "dtype": dtype, "first_call_s": first, "run_s": run}
+    return {"length": n, "dtype": dtype, "cpu_kernels": kernels, "first_call_s": first, "run_s": run}
 
 
 def fold_300(restarts: int = 8) -> dict:
@@ -119,26 +120,32 @@ def to_markdown(res: dict) -> str:
         "bf16 columns run the same program there, so their difference is this run's noise.",
         "",
         "foldnet f32 / bf16: the trainer's default placement (`parallel=auto`: the batch split over "
-        "one CPU device per core, shard_map); 'one device': `parallel=none`, the placement before.",
+        "one CPU device per core, shard_map) with foldnet's CPU kernels (docs/model.md); 'one device': "
+        "`parallel=none`; 'XLA only': the same step traced without the kernels, i.e. the step before "
+        "them. GFLOP/s: XLA's FLOP count of the step without the kernels / step time.",
         "",
-        "| crop | foldnet f32 (ms) | foldnet f32, one device (ms) | foldnet bf16 (ms) | PyTorch (ms) | Keras (ms) "
-        "| PyTorch / foldnet f32 | foldnet GFLOP/s | fraction of matmul |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| crop | foldnet f32 (ms) | foldnet f32, one device (ms) | foldnet bf16 (ms) | foldnet f32, XLA only (ms) "
+        "| PyTorch (ms) | Keras (ms) | PyTorch / foldnet f32 | foldnet GFLOP/s | fraction of matmul "
+        "| XLA only: fraction of matmul |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["train"]:
         lines.append(
             f"| {r['crop']} | {r['foldnet_float32_ms']:.0f} | "
             f"{r.get('foldnet_float32_one_device_ms', float('nan')):.0f} | "
             f"{r.get('foldnet_bfloat16_ms', float('nan')):.0f} | "
+            f"{r.get('foldnet_float32_xla_ms', float('nan')):.0f} | "
             f"{r.get('torch_ms', float('nan')):.0f} | {r.get('keras_ms', float('nan')):.0f} | "
             f"{r.get('torch_ms', float('nan')) / r['foldnet_float32_ms']:.2f} | "
-            f"{r['foldnet_float32_gflops']:.1f} | {r['fraction_of_matmul']:.2f} |"
+            f"{r['foldnet_float32_gflops']:.1f} | {r['fraction_of_matmul']:.2f} | "
+            f"{r.get('fraction_of_matmul_xla', float('nan')):.2f} |"
         )
     if res.get("forward"):
         lines += ["", "Network forward, one 300-residue chain (base preset, random weights):", "",
-                  "| dtype | first call (compile + run, s) | run (s) |", "|---|---:|---:|"]
+                  "| dtype | kernels | first call (compile + run, s) | run (s) |", "|---|---|---:|---:|"]
         for r in res["forward"]:
-            lines.append(f"| {r['dtype']} | {r['first_call_s']:.2f} | {r['run_s']:.3f} |")
+            lines.append(f"| {r['dtype']} | {'on' if r.get('cpu_kernels', True) else 'off (XLA only)'} | "
+                         f"{r['first_call_s']:.2f} | {r['run_s']:.3f} |")
     if res.get("fold"):
         f = res["fold"]
         lines += ["", f"Folding one 300-residue chain ({f['restarts']} restarts x {f['steps']} steps, "
@@ -180,9 +187,11 @@ def main(argv: list[str] | None = None) -> None:
     for crop in args.crops:
         batch = real_batch(data_root, args.batch, crop)
         # the trainer's placement (parallel=auto: one CPU device per core) in both precisions,
-        # and f32 on one device (parallel=none), the placement before auto
+        # f32 on one device (parallel=none), and f32 with XLA's own operations only (the step
+        # before foldnet's CPU kernels)
         steps = {dt: bench_step(args.preset, dt, batch) for dt in ("float32", "bfloat16")}
         steps["float32_one_device"] = bench_step(args.preset, "float32", batch, parallel="none")
+        steps["float32_xla"] = bench_step(args.preset, "float32", batch, kernels=False)
         times: dict[str, list[float]] = {k: [] for k in [*steps, *args.peers]}
         for _ in range(args.rounds):
             for dt, s in steps.items():
@@ -199,10 +208,12 @@ def main(argv: list[str] | None = None) -> None:
         for which in args.peers:
             row[f"{which}_ms"] = float(np.median(times[which]))
         row["fraction_of_matmul"] = row["foldnet_float32_gflops"] * 1e9 / mm
+        row["fraction_of_matmul_xla"] = row["foldnet_float32_xla_gflops"] * 1e9 / mm
         print(json.dumps({k: v for k, v in row.items() if k != "rounds_ms"}), flush=True)
         train.append(row)
 
-    forward = [forward_300(args.preset, dt) for dt in ("float32", "bfloat16")]
+    forward = [forward_300(args.preset, dt, kernels=k) for dt, k in
+               (("float32", True), ("bfloat16", True), ("float32", False))]
     fold = None if args.skip_fold else fold_300()
     res = {
         "meta": {

@@ -17,6 +17,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -40,6 +41,7 @@ use_all_cpu_cores()  # as `foldnet train` does: one CPU device per core
 from foldnet.common import atomic, geometry_np, paths  # noqa: E402
 from foldnet.data.proteinnet import iter_proteinnet  # noqa: E402
 from foldnet.model import PRESETS, count_params  # noqa: E402
+from foldnet.model import conv as fconv, layers  # noqa: E402
 from foldnet.train.optim import OptimConfig  # noqa: E402
 from foldnet.train.state import create_train_state  # noqa: E402
 from foldnet.train.parallel import ParallelConfig, parallelize_train_step, resolve  # noqa: E402
@@ -81,45 +83,85 @@ def median_seconds(fn, n: int) -> float:
     return float(np.median(ts))
 
 
+@contextlib.contextmanager
+def cpu_kernels(on: bool):
+    """foldnet's CPU kernels on or off for the programs traced inside (the switches are read at
+    trace time), so one process can time the step with and without them."""
+    old = (fconv.USE_CPU_KERNELS, layers.USE_CPU_KERNELS)
+    fconv.USE_CPU_KERNELS = layers.USE_CPU_KERNELS = on
+    try:
+        yield
+    finally:
+        fconv.USE_CPU_KERNELS, layers.USE_CPU_KERNELS = old
+
+
+def _lower_compile(pstep, state, batch: dict):
+    holder = {"s": pstep.replicate(state)}
+    db = pstep.shard_batch(batch)
+    t = time.perf_counter()
+    compiled = pstep._step.lower(holder["s"], db).compile()
+    return compiled, holder, db, time.perf_counter() - t
+
+
+def xla_flops(compiled, num_devices: int) -> float:
+    """XLA's FLOP count of a compiled step, summed over devices (an SPMD executable's cost
+    analysis counts one device's share). Custom calls -- foldnet's CPU kernels -- count 0."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan"))) * num_devices
+
+
 def compile_step(pstep, state, batch: dict) -> dict:
     """A parallel training step (``parallelize_train_step``) compiled ahead of time on
     ``batch`` and warmed up, as the trainer runs it.
 
     Returns:
       {"run": a blocking callable running one step (the state advances), "flops": XLA's
-      FLOP count of the compiled step (summed over devices), "compile_s", "params":
-      parameter count, "mode", "devices"}.
+      FLOP count of the compiled step (summed over devices; see ``model_flops`` when the
+      step uses foldnet's CPU kernels), "compile_s", "params": parameter count, "mode",
+      "devices"}.
     """
-    holder = {"s": pstep.replicate(state)}
-    db = pstep.shard_batch(batch)
-    t = time.perf_counter()
-    compiled = pstep._step.lower(holder["s"], db).compile()
-    compile_s = time.perf_counter() - t
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    compiled, holder, db, compile_s = _lower_compile(pstep, state, batch)
 
     def run():
         holder["s"], m = compiled(holder["s"], db)
         jax.block_until_ready(m["loss"])
 
     run()  # warm-up
-    # an SPMD executable's cost analysis counts one device's share
-    flops = float(cost.get("flops", float("nan"))) * pstep.num_devices
-    return {"run": run, "flops": flops, "compile_s": compile_s, "params": count_params(state.params),
-            "mode": pstep.mode, "devices": pstep.num_devices}
+    return {"run": run, "flops": xla_flops(compiled, pstep.num_devices), "compile_s": compile_s,
+            "params": count_params(state.params), "mode": pstep.mode, "devices": pstep.num_devices}
 
 
-def bench_step(preset: str, dtype: str, batch: dict, parallel: str = "auto") -> dict:
+def _preset_step(preset: str, dtype: str, batch: dict, parallel: str):
+    cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
+    model, opt, state = create_train_state(cfg, OptimConfig(warmup_steps=1, total_steps=1000), 0, batch)
+    return parallelize_train_step(model, opt, resolve(ParallelConfig(mode=parallel), len(batch["aatype"]))), state
+
+
+def model_flops(preset: str, dtype: str, batch: dict) -> float:
+    """The network's FLOPs per training step: XLA's count of the same step traced without
+    foldnet's CPU kernels (compiled, never run), one device."""
+    with cpu_kernels(False):
+        pstep, state = _preset_step(preset, dtype, batch, "none")
+        return xla_flops(_lower_compile(pstep, state, batch)[0], 1)
+
+
+def bench_step(preset: str, dtype: str, batch: dict, parallel: str = "auto", kernels: bool = True) -> dict:
     """``compile_step`` of a preset's training step on ``batch``, placed as the trainer does.
 
     Args:
       parallel: a ``ParallelConfig.mode``; ``auto`` (the trainer's default) splits the batch
         over the CPU devices (one per core: ``use_all_cpu_cores`` at import).
+      kernels: trace with foldnet's CPU kernels (the default, as the trainer runs) or with
+        XLA's own operations only (the step before the kernels).
+    Returns ``compile_step``'s dict with "flops" = ``model_flops`` (the kernels' work is
+    invisible to XLA's cost analysis).
     """
-    cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
-    model, opt, state = create_train_state(cfg, OptimConfig(warmup_steps=1, total_steps=1000), 0, batch)
-    pstep = parallelize_train_step(model, opt, resolve(ParallelConfig(mode=parallel), len(batch["aatype"])))
-    return compile_step(pstep, state, batch)
+    with cpu_kernels(kernels):
+        pstep, state = _preset_step(preset, dtype, batch, parallel)
+        out = compile_step(pstep, state, batch)
+    out["flops"] = model_flops(preset, dtype, batch)
+    return out
 
 
 def conv_reference(batch: int, crop: int, channels: int, dtype, reps: int) -> dict:
@@ -135,16 +177,16 @@ def conv_reference(batch: int, crop: int, channels: int, dtype, reps: int) -> di
 
 
 def bench_one(preset: str, crop: int, batch: int, dtype: str, steps: int, data_root: Path,
-              parallel: str = "auto") -> dict:
+              parallel: str = "auto", kernels: bool = True) -> dict:
     cfg = PRESETS[preset]
-    s = bench_step(preset, dtype, real_batch(data_root, batch, crop), parallel)
+    s = bench_step(preset, dtype, real_batch(data_root, batch, crop), parallel, kernels)
     sec = median_seconds(s["run"], steps)
     conv = conv_reference(batch, crop, cfg.channels_2d, jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
                           max(steps, 3))
     flops_per_s = s["flops"] / sec
     return {
         "preset": preset, "crop": crop, "batch": batch, "dtype": dtype,
-        "parallel": parallel, "mode": s["mode"], "devices": s["devices"],
+        "parallel": parallel, "mode": s["mode"], "devices": s["devices"], "cpu_kernels": kernels,
         "params": s["params"],
         "compile_s": round(s["compile_s"], 2),
         "step_s": sec,
@@ -164,19 +206,23 @@ def to_markdown(results: list[dict], meta: dict) -> str:
         f"Machine: {meta['machine']}. JAX {meta['jax']} on {meta['backend']} ({meta['devices']}). "
         f"{meta['note']}",
         "",
-        "FLOPs per step are XLA's cost analysis of the compiled step (forward + backward + AdamW). "
+        "FLOPs per step are XLA's cost analysis of the compiled step (forward + backward + AdamW) "
+        "traced without foldnet's CPU kernels (their custom calls count 0 in XLA's analysis). "
+        "`kernels`: the step with foldnet's CPU kernels (the trainer's default on CPU) or with "
+        "XLA's own operations only. "
         "The last column divides the step's FLOP/s by the FLOP/s of a plain 3x3 convolution of the "
         "2D trunk's shape measured in the same run (one device, XLA's own threading). `parallel`: the "
         "trainer's placement, `auto` (its default: the batch split over one CPU device per core) or "
         "`none` (one device).",
         "",
-        "| crop | batch | dtype | parallel (devices) | step (s) | crops/s | residue pairs/s | GFLOP/step | GFLOP/s "
+        "| crop | batch | dtype | parallel (devices) | kernels | step (s) | crops/s | residue pairs/s | GFLOP/step | GFLOP/s "
         "| conv3x3 GFLOP/s | fraction |",
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['crop']} | {r['batch']} | {r['dtype']} | {r['parallel']} ({r['devices']}) | "
+            f"{'on' if r.get('cpu_kernels', False) else 'off'} | "
             f"{r['step_s']:.3f} | {r['crops_per_s']:.2f} | "
             f"{r['residue_pairs_per_s']:.0f} | {r['step_flops_xla'] / 1e9:.2f} | "
             f"{r['model_flops_per_s'] / 1e9:.2f} | {r['conv3x3_flops_per_s'] / 1e9:.2f} | "
@@ -192,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--parallel", nargs="+", default=["auto", "none"],
                     help="ParallelConfig modes to time (auto = the trainer's default)")
+    ap.add_argument("--kernels", nargs="+", default=["on", "off"], choices=["on", "off"],
+                    help="with foldnet's CPU kernels (as the trainer runs) and/or XLA's operations only")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--data-root", default=None)
@@ -201,8 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     data_root = paths.data_root(args.data_root)
     results = []
-    for crop, dtype, parallel in itertools.product(args.crops, args.dtypes, args.parallel):
-        r = bench_one(args.preset, crop, args.batch, dtype, args.steps, Path(data_root), parallel)
+    for crop, dtype, parallel, kern in itertools.product(args.crops, args.dtypes, args.parallel, args.kernels):
+        r = bench_one(args.preset, crop, args.batch, dtype, args.steps, Path(data_root), parallel, kern == "on")
         print(json.dumps(r), flush=True)
         results.append(r)
     meta = {
@@ -213,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
         "note": (args.note + " " if args.note else "")
         + "Load average at the end of the run: %.1f / %.1f / %.1f." % os.getloadavg(),
-        "flops_source": "XLA cost_analysis of the compiled train step",
+        "flops_source": "XLA cost_analysis of the compiled train step traced without foldnet's CPU kernels",
     }
     with atomic.atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

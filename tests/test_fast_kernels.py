@@ -130,6 +130,8 @@ def previous_implementation(monkeypatch):
         monkeypatch.setattr(layers, "_LayerNorm", _FlaxLayerNormThenElu)
         monkeypatch.setattr(heads, "_masked_ce", _reference_masked_ce)
         monkeypatch.setattr(layers, "FUSED_PREACTIVATION", False)
+        monkeypatch.setattr(layers, "USE_CPU_KERNELS", False)
+        monkeypatch.setattr(fconv, "USE_CPU_KERNELS", False)
 
     return swap
 
