@@ -153,6 +153,26 @@ def test_norm_elu_values_and_gradients_equal_composition(channels, scale):
         assert _rel(u, v) < 1e-5
 
 
+def test_norm_without_elu_equals_masked_layernorm():
+    k = jax.random.split(jax.random.PRNGKey(8), 5)
+    x = 2.0 * jax.random.normal(k[0], (3, 17, 64)) - 1.0
+    s, b = 1.0 + jax.random.normal(k[1], (64,)), jax.random.normal(k[2], (64,))
+    mask = (jax.random.uniform(k[3], (3, 17, 1)) > 0.3).astype(jnp.float32)
+    g = jax.random.normal(k[4], x.shape)
+
+    def ref(x, s, b):
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.maximum(0.0, (x * x).mean(-1, keepdims=True) - mean**2)
+        return ((x - mean) * lax.rsqrt(var + 1e-5) * s + b) * mask
+
+    ours = lambda x, s, b: cpu_kernels.norm_elu_mask(x, s, b, mask, 1e-5, False)  # noqa: E731
+    assert float(jnp.max(jnp.abs(ours(x, s, b) - ref(x, s, b)))) < 2e-6
+    a = jax.grad(lambda *a: jnp.sum(ours(*a) * g), argnums=(0, 1, 2))(x, s, b)
+    r = jax.grad(lambda *a: jnp.sum(ref(*a) * g), argnums=(0, 1, 2))(x, s, b)
+    for u, v in zip(a, r):
+        assert _rel(u, v) < 1e-5
+
+
 def test_norm_elu_backward_adds_the_residual_cotangent():
     k = jax.random.split(jax.random.PRNGKey(7), 4)
     x = jax.random.normal(k[0], (1, 6, 6, 32))

@@ -116,8 +116,10 @@ def test_cross_entropy_matches_gather_form():
 class _FlaxLayerNormThenElu(nn.LayerNorm):
     """flax's LayerNorm, then elu(.) * mask when asked: the pre-rewrite composition."""
 
-    def __call__(self, x, elu_mask=None):
+    def __call__(self, x, elu_mask=None, out_mask=None):
         y = super().__call__(x)
+        if out_mask is not None:
+            return y * out_mask
         return y if elu_mask is None else nn.elu(y) * elu_mask
 
 

@@ -382,6 +382,9 @@ ffi::Error Conv2dWgrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
 }
 
 // ---------------------------------------------------------------- LayerNorm -> ELU -> mask
+//
+// out = elu(LayerNorm(x) * scale + bias) * mask per position (x [..., C], mask [...]); with
+// elu=false the ELU is left out (the trunks' final norms).
 
 // expm1 of every lane, for y <= 0 (ELU's negative branch; larger lanes give expm1(0)):
 // exp(y) = 2^n exp(t), n = round(y / ln2), |t| <= ln2/2, with a degree-7 Taylor
@@ -442,7 +445,7 @@ inline void moments(const float* xp, int nv, int64_t C, vf* xv, float* mean, flo
 
 ffi::Error NormEluFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> mask,
-                      ffi::ResultBuffer<ffi::F32> out, float eps) {
+                      ffi::ResultBuffer<ffi::F32> out, float eps, bool elu) {
   const int64_t C = scale.element_count();
   const int64_t n = mask.element_count();
   if (C % VL != 0 || C / VL > kMaxVecs || x.element_count() != n * C)
@@ -459,7 +462,7 @@ ffi::Error NormEluFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
       const float m = mp[i];
       for (int v = 0; v < nv; ++v) {
         const vf y = (xv[v] - mean) * r * load(sp + v * VL) + load(bp + v * VL);
-        const vf h = y > splat(0.f) ? y : vexpm1(y);
+        const vf h = !elu || y > splat(0.f) ? y : vexpm1(y);
         store(op + i * C + v * VL, h * m);
       }
     }
@@ -470,7 +473,8 @@ ffi::Error NormEluFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
 ffi::Error NormEluBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> g,
                       ffi::Buffer<ffi::F32> acc, ffi::ResultBuffer<ffi::F32> dx,
-                      ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dbias, float eps) {
+                      ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dbias, float eps,
+                      bool elu) {
   const int64_t C = scale.element_count();
   const int64_t n = mask.element_count();
   if (C % VL != 0 || C / VL > kMaxVecs || x.element_count() != n * C || g.element_count() != n * C)
@@ -501,7 +505,7 @@ ffi::Error NormEluBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
       for (int v = 0; v < nv; ++v) {
         xh[v] = (xv[v] - mean) * r;
         const vf y = xh[v] * load(sp + v * VL) + load(bp + v * VL);
-        const vf slope = y > splat(0.f) ? splat(1.f) : vexpm1(y) + 1.f;
+        const vf slope = !elu || y > splat(0.f) ? splat(1.f) : vexpm1(y) + 1.f;
         const vf dy = load(gp + i * C + v * VL) * m * slope;
         ds[v] += dy * xh[v];
         db[v] += dy;
@@ -546,7 +550,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_norm_elu_fwd, NormEluFwd,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("eps"));
+                                  .Attr<float>("eps")
+                                  .Attr<bool>("elu"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_norm_elu_bwd, NormEluBwd,
                               ffi::Ffi::Bind()
@@ -560,7 +565,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_norm_elu_bwd, NormEluBwd,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("eps"));
+                                  .Attr<float>("eps")
+                                  .Attr<bool>("elu"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_conv2d_fwd, Conv2dFwd,
                               ffi::Ffi::Bind()

@@ -190,40 +190,41 @@ conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 # ------------------------------------------------------------------ LayerNorm -> ELU -> mask
 
 
-def _ffi_norm_elu(x, scale, bias, mask, epsilon):
+def _ffi_norm_elu(x, scale, bias, mask, epsilon, elu=True):
     _require()
     return jax.ffi.ffi_call("foldnet_norm_elu_fwd", jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                            vmap_method="sequential")(x, scale, bias, mask, eps=np.float32(epsilon))
+                            vmap_method="sequential")(x, scale, bias, mask, eps=np.float32(epsilon), elu=elu)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def norm_elu_mask(x, scale, bias, mask, epsilon: float):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def norm_elu_mask(x, scale, bias, mask, epsilon: float, elu: bool = True):
     """``elu(LayerNorm(x) * scale + bias) * mask`` over the last axis, f32, one pass each way.
 
     x [..., C], scale and bias [C], mask [..., 1] (constant: zero cotangent). The
     LayerNorm is flax's (fast variance E[x^2] - E[x]^2 clamped at 0, eps inside the
     rsqrt); equals ``foldnet.model.layers._norm_elu_mask`` to float rounding. The
     backward pass recomputes the statistics from x instead of saving normalised
-    copies. Needs ``norm_elu_supported(C)``.
+    copies. ``elu=False``: ``(LayerNorm(x) * scale + bias) * mask``. Needs
+    ``norm_elu_supported(C)``.
     """
-    return _ffi_norm_elu(x, scale, bias, mask, epsilon)
+    return _ffi_norm_elu(x, scale, bias, mask, epsilon, elu)
 
 
-def _norm_elu_fwd(x, scale, bias, mask, epsilon):
-    return _ffi_norm_elu(x, scale, bias, mask, epsilon), (x, scale, bias, mask)
+def _norm_elu_fwd(x, scale, bias, mask, epsilon, elu):
+    return _ffi_norm_elu(x, scale, bias, mask, epsilon, elu), (x, scale, bias, mask)
 
 
-def _ffi_norm_elu_grad(x, scale, bias, mask, g, acc, epsilon):
+def _ffi_norm_elu_grad(x, scale, bias, mask, g, acc, epsilon, elu=True):
     """(acc + dx, dscale, dbias) of ``norm_elu_mask`` for the output cotangent g."""
     out = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(scale.shape, jnp.float32),
            jax.ShapeDtypeStruct(bias.shape, jnp.float32))
     return jax.ffi.ffi_call("foldnet_norm_elu_bwd", out, vmap_method="sequential")(
-        x, scale, bias, mask, g, _opt(acc), eps=np.float32(epsilon))
+        x, scale, bias, mask, g, _opt(acc), eps=np.float32(epsilon), elu=elu)
 
 
-def _norm_elu_bwd(epsilon, res, g):
+def _norm_elu_bwd(epsilon, elu, res, g):
     x, scale, bias, mask = res
-    dx, dscale, dbias = _ffi_norm_elu_grad(x, scale, bias, mask, g, None, epsilon)
+    dx, dscale, dbias = _ffi_norm_elu_grad(x, scale, bias, mask, g, None, epsilon, elu)
     return dx, dscale, dbias, jnp.zeros_like(mask)
 
 

@@ -101,11 +101,17 @@ class _LayerNorm(nn.Module):
     param_dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, elu_mask: jnp.ndarray | None = None) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, elu_mask: jnp.ndarray | None = None,
+                 out_mask: jnp.ndarray | None = None) -> jnp.ndarray:
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype).astype(self.dtype)
         bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype).astype(self.dtype)
         x = x.astype(self.dtype)
+        if out_mask is not None:  # LayerNorm(x) * out_mask, no ELU (the trunks' final norms)
+            m = out_mask.astype(self.dtype)
+            if _cpu_kernel_ok(x, m):
+                return cpu_kernels.norm_elu_mask(x, scale, bias, m, self.epsilon, False)
+            return (_normalize(x, self.epsilon)[0] * scale + bias) * m
         if elu_mask is not None and FUSED_PREACTIVATION:
             m = elu_mask.astype(self.dtype)
             if _cpu_kernel_ok(x, m):
@@ -118,13 +124,15 @@ class _LayerNorm(nn.Module):
 class F32LayerNorm(nn.Module):
     """LayerNorm over the channel axis computed and returned in the policy's norm dtype.
 
-    ``F32LayerNorm(p)(x, elu_mask=m)`` is ``elu(F32LayerNorm(p)(x)) * m``, computed fused.
+    ``F32LayerNorm(p)(x, elu_mask=m)`` is ``elu(F32LayerNorm(p)(x)) * m``, computed fused;
+    ``F32LayerNorm(p)(x, out_mask=m)`` is ``F32LayerNorm(p)(x) * m``, likewise.
     """
 
     policy: Policy
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, elu_mask: jnp.ndarray | None = None) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, elu_mask: jnp.ndarray | None = None,
+                 out_mask: jnp.ndarray | None = None) -> jnp.ndarray:
         x = x.astype(self.policy.norm_dtype)
         # Named as nn.LayerNorm's auto-name so checkpoints keep their parameter paths.
         return _LayerNorm(
@@ -132,7 +140,7 @@ class F32LayerNorm(nn.Module):
             dtype=self.policy.norm_dtype,
             param_dtype=self.policy.param_dtype,
             name="LayerNorm_0",
-        )(x, elu_mask)
+        )(x, elu_mask, out_mask)
 
 
 def _conv(features: int, kernel_size: Sequence[int], dilation: int, policy: Policy, name: str) -> nn.Conv:

@@ -64,4 +64,4 @@ class ResNet1D(nn.Module):
             x = ResidualBlock(
                 cfg.channels_1d, (cfg.kernel_1d,), 1, cfg.dropout, p, name=f"block_{k}"
             )(x, mask, train=train)
-        return F32LayerNorm(p, name="final_norm")(x) * mask
+        return F32LayerNorm(p, name="final_norm")(x, out_mask=mask)

@@ -77,4 +77,4 @@ class ResNet2D(nn.Module):
             else:
                 block = ResidualBlock(cfg.channels_2d, (k, k), d, cfg.dropout, p, name=f"block_{b}")
             x = block(x, mask, train=train)
-        return F32LayerNorm(p, name="final_norm")(x) * mask
+        return F32LayerNorm(p, name="final_norm")(x, out_mask=mask)
