@@ -18,6 +18,10 @@ folds the transposition into that dot. On the 2-core dev box (base preset, crop
 128, batch 4, f32) the transposing fusions took 0.6-1.1 s of a 1.8-2.9 s step
 before and are gone after (docs/model.md, "CPU kernels").
 ``x @ I`` is exact for finite x (every output is 1 * x_i plus exact zeros).
+
+On the CPU backend the case foldnet's 2D trunk uses -- f32, 'SAME', stride 1, odd
+kernel -- goes to foldnet's own convolution kernel instead
+(``cpu_kernels.conv2d``, when it is built); the path above serves everything else.
 """
 
 from __future__ import annotations

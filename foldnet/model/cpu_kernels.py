@@ -1,19 +1,24 @@
-"""The CPU convolution kernels of ``cpu_kernels.cc``: built on first use, called through the XLA FFI.
+"""foldnet's CPU kernels (``cpu_kernels.cc``): built on first use, called through the XLA FFI.
 
-``conv2d(x, k, dilation)`` is a 'SAME', stride-1, dilated NHWC x HWIO convolution in
-float32 with its own backward pass: the forward kernel applied to the cotangent with
-the kernel flipped and transposed (input gradient) and a register-blocked filter
-gradient. On XLA:CPU the filter gradient of ``lax.conv_general_dilated`` is 2-3x slower
-than its forward pass (a convolution with the batch as the contracted feature axis);
-the kernel here runs it in about the forward's time (docs/model.md, "CPU kernels").
+* ``conv2d(x, k, dilation)``: a 'SAME', stride-1, dilated NHWC x HWIO convolution in
+  float32 with its own backward pass -- the forward kernel applied to the cotangent
+  with the kernel flipped and transposed (input gradient) and a register-blocked filter
+  gradient. XLA:CPU's filter gradient of ``lax.conv_general_dilated`` is 2-3x slower
+  than its forward pass (a convolution with the batch as the contracted feature axis).
+* ``norm_elu_mask``: ``elu(LayerNorm(x) * scale + bias) * mask`` (the residual blocks'
+  pre-activation; ELU optional) in one pass each way.
+* ``residual_block``: the whole 2D ``ResidualBlock`` as one custom VJP over those kernels,
+  so that XLA cannot re-fuse the residual stream into every consumer.
+
+docs/model.md ("CPU kernels") has the design and the measurements.
 
 The C++ source ships with the package and is compiled once per machine with the
 system's C++ compiler (``$CXX``, else ``c++``) and ``-march=native`` into
 ``$FOLDNET_KERNEL_CACHE`` (default ``~/.cache/foldnet/kernels``), keyed by the
 source, the compiler flags, jaxlib's version and the CPU's feature flags. Without a
 compiler -- or with ``FOLDNET_CPU_KERNELS=0`` -- ``available()`` is False, a warning
-says why once, and ``foldnet.model.conv`` keeps XLA's own convolution: same values,
-slower step.
+says why once, and ``foldnet.model`` keeps XLA's own operations: same values, slower
+step.
 """
 
 from __future__ import annotations

@@ -199,7 +199,6 @@ class ResidualBlock(nn.Module):
         h = conv("conv_b")(p.cast_compute(h))
         return (x + h) * mask.astype(x.dtype)
 
-
     def _fused_ok(self, x: jnp.ndarray, mask: jnp.ndarray) -> bool:
         """The whole block as ``cpu_kernels.residual_block``: 2D, f32 compute, on CPU, kernels built."""
         p = self.policy
@@ -210,7 +209,7 @@ class ResidualBlock(nn.Module):
 
     def _fused(self, x: jnp.ndarray, mask: jnp.ndarray, train: bool) -> jnp.ndarray:
         # Same parameters (names, shapes, initialisers, RNG order) and dropout mask as
-        # the composition in __call__; tests/test_fast_kernels.py checks both.
+        # the composition in __call__; tests/test_cpu_kernels.py checks both.
         p, c = self.policy, self.features
         na = _NormParams(p.param_dtype, name="norm_a")(x.shape[-1])
         ka = _ConvParams(c, tuple(self.kernel_size), p.param_dtype, name="conv_a")(x.shape[-1])
