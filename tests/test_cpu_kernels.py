@@ -270,3 +270,47 @@ def test_base_network_runs_its_2d_trunk_on_the_kernels(testdata):
     # one fused block per 2D block: two convolutions and two LayerNorm-ELUs each
     assert jaxpr.count("foldnet_conv2d_fwd") == 2 * PRESETS["base"].blocks_2d
     assert jaxpr.count("foldnet_norm_elu_fwd") >= 2 * PRESETS["base"].blocks_2d
+
+
+_OTHER_ISA_CHECK = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jax import lax
+from foldnet.model import cpu_kernels as ck
+assert ck.available()
+rel = lambda a, b: float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+k = jax.random.split(jax.random.PRNGKey(0), 4)
+x = jax.random.normal(k[0], (2, 13, 19, 32))
+w = 0.1 * jax.random.normal(k[1], (3, 3, 32, 32))
+g = jax.random.normal(k[2], (2, 13, 19, 32))
+conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2),
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+a = jax.vjp(lambda x, w: ck.conv2d(x, w, (2, 2)), x, w)
+b = jax.vjp(conv, x, w)
+errs = [rel(a[0], b[0])] + [rel(u, v) for u, v in zip(a[1](g), b[1](g))]
+m = (jax.random.uniform(k[3], (2, 13, 19, 1)) > 0.2).astype(jnp.float32)
+s, bb = 3.0 * jnp.ones(32), jnp.linspace(-1, 1, 32)
+def ref(x, s, bb):
+    mu = x.mean(-1, keepdims=True); var = jnp.maximum(0.0, (x * x).mean(-1, keepdims=True) - mu ** 2)
+    return jax.nn.elu((x - mu) * lax.rsqrt(var + 1e-5) * s + bb) * m
+a = jax.vjp(lambda *t: ck.norm_elu_mask(*t, m, 1e-5), x, s, bb)
+b = jax.vjp(ref, x, s, bb)
+errs += [rel(a[0], b[0])] + [rel(u, v) for u, v in zip(a[1](g), b[1](g))]
+print("vector_width", ck._load(), "max_rel_err", max(errs))
+"""
+
+
+@pytest.mark.skipif(__import__("platform").machine() not in ("x86_64", "AMD64"), reason="x86 instruction sets")
+@pytest.mark.parametrize("march,width", [("x86-64-v3", 8), ("x86-64", 4)])
+def test_kernels_built_for_other_instruction_sets(tmp_path, march, width):
+    # The AVX2 (8 floats) and SSE2 (4 floats) builds take their own register tiles; a
+    # machine without AVX-512 gets one of them from -march=native.
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FOLDNET_KERNEL_MARCH=march, FOLDNET_KERNEL_CACHE=str(tmp_path), JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", _OTHER_ISA_CHECK], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    width_seen, err = out.stdout.split()[1], float(out.stdout.split()[3])
+    assert int(width_seen) == width
+    assert err < 1e-5

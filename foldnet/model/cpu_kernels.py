@@ -13,7 +13,8 @@
 docs/model.md ("CPU kernels") has the design and the measurements.
 
 The C++ source ships with the package and is compiled once per machine with the
-system's C++ compiler (``$CXX``, else ``c++``) and ``-march=native`` into
+system's C++ compiler (``$CXX``, else ``c++``) and ``-march=native`` (or
+``$FOLDNET_KERNEL_MARCH``) into
 ``$FOLDNET_KERNEL_CACHE`` (default ``~/.cache/foldnet/kernels``), keyed by the
 source, the compiler flags, jaxlib's version and the CPU's feature flags. Without a
 compiler -- or with ``FOLDNET_CPU_KERNELS=0`` -- ``available()`` is False, a warning
@@ -38,7 +39,7 @@ import numpy as np
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 _TARGETS = ("foldnet_conv2d_fwd", "foldnet_conv2d_wgrad", "foldnet_norm_elu_fwd", "foldnet_norm_elu_bwd")
-_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
+_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
 
 
 def enabled_by_env() -> bool:
@@ -69,12 +70,18 @@ def _compiler() -> str:
     return os.environ.get("CXX", "c++")
 
 
+def _flags() -> tuple[str, ...]:
+    """Compiler flags; ``FOLDNET_KERNEL_MARCH`` (default ``native``) picks the instruction set,
+    e.g. ``x86-64-v3`` (AVX2) for a library shared by machines of different generations."""
+    return _FLAGS + (f"-march={os.environ.get('FOLDNET_KERNEL_MARCH', 'native')}",)
+
+
 def library_path() -> Path:
     """Where the compiled kernels for this source, compiler, jaxlib and CPU live."""
     import jaxlib
 
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join((_compiler(),) + _FLAGS).encode(),
+    for part in (SOURCE.read_bytes(), " ".join((_compiler(),) + _flags()).encode(),
                  jaxlib.__version__.encode(), _cpu_flags().encode()):
         key.update(part)
         key.update(b"\0")
@@ -94,7 +101,7 @@ def build() -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out.stem + ".", suffix=".tmp.so", dir=out.parent)
     os.close(fd)
-    cmd = [_compiler(), *_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+    cmd = [_compiler(), *_flags(), f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
