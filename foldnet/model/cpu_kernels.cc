@@ -1,16 +1,20 @@
-// Direct 'SAME' dilated 2D convolution kernels for XLA:CPU, called through the XLA FFI.
+// foldnet's CPU kernels for XLA:CPU, called through the XLA FFI: the 2D trunk's dilated
+// convolutions and its LayerNorm -> ELU -> mask pre-activations.
 //
 // foldnet/model/cpu_kernels.py compiles this file on first use (with -march=native, so the
-// vector width is the machine's: 16 floats with AVX-512, 8 with AVX2) and registers two
-// handlers:
+// vector width is the machine's: 16 floats with AVX-512, 8 with AVX2, 4 otherwise) and
+// registers four handlers:
 //
-//   foldnet_conv2d_fwd:  y[b,h,w,o]  = sum_{i,j,c} x[b, h+dh(i-rh), w+dw(j-rw), c] * k[i,j,c,o]
-//   foldnet_conv2d_wgrad: dk[i,j,c,o] = sum_{b,h,w} x[b, h+dh(i-rh), w+dw(j-rw), c] * g[b,h,w,o]
+//   foldnet_conv2d_fwd:   y[b,h,w,o]  = (sum_{i,j,c} x[b, h+dh(i-rh), w+dw(j-rw), c] * k[i,j,c,o]
+//                                        + bias[o] + res[b,h,w,o]) * mask[b,h,w]
+//   foldnet_conv2d_wgrad: dk[i,j,c,o] = sum_{b,h,w} x[b, h+dh(i-rh), w+dw(j-rw), c] * g[b,h,w,o],
+//                         dbias[o]    = sum_{b,h,w} g[b,h,w,o]
+//   foldnet_norm_elu_fwd / _bwd: elu(LayerNorm(x) * scale + bias) * mask and its gradients
 //
 // x: [B, H, W, Ci] (NHWC), k: [KH, KW, Ci, Co] (HWIO), y and g: [B, H, W, Co], stride 1,
 // odd kernel sizes, zero padding rh = dh*(KH-1)/2 (the 'SAME' padding of a dilated
-// convolution). The input gradient is the forward kernel applied to g with the kernel
-// flipped and transposed (done in Python).
+// convolution); bias, res and mask are optional (empty buffers). The input gradient is
+// the forward kernel applied to g with the kernel flipped and transposed (done in Python).
 //
 // Why not XLA's own convolution: XLA:CPU runs the filter gradient as a convolution with
 // the batch as the contracted feature axis and a 128 x 128 window, 2-3x slower than the
@@ -44,7 +48,7 @@ constexpr int P = 12;   // output pixels per forward tile (2 x 12 accumulators o
 constexpr int CB = 12;  // input channels per filter-gradient block
 #elif defined(__AVX__)
 constexpr int VL = 8;
-constexpr int P = 6;  // 16 registers
+constexpr int P = 6;  // 2 x 6 accumulators of 16 registers
 constexpr int CB = 6;
 #else
 constexpr int VL = 4;
@@ -65,8 +69,6 @@ inline vf splat(float a) { return a - vf{}; }
 
 struct Geometry {
   int64_t B, H, W, Ci, Co, KH, KW, dh, dw;
-  int64_t rh() const { return dh * (KH - 1) / 2; }
-  int64_t rw() const { return dw * (KW - 1) / 2; }
   int64_t rows() const { return B * H; }
 };
 
@@ -362,6 +364,8 @@ ffi::Error Conv2dWgrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   if (gd[0] != g.B || gd[1] != g.H || gd[2] != g.W || gd[3] != g.Co || kd[2] != g.Ci ||
       dbias->element_count() != g.Co)
     return ffi::Error::InvalidArgument("foldnet conv2d wgrad: shapes of x, g, dk and dbias disagree");
+  if (g.KH % 2 == 0 || g.KW % 2 == 0)
+    return ffi::Error::InvalidArgument("foldnet conv2d wgrad: kernel sizes must be odd");
   const float* xp = x.typed_data();
   const float* gp = gy.typed_data();
   const int64_t ksize = g.KH * g.KW * g.Ci * g.Co + g.Co;  // filter gradient, then bias gradient
