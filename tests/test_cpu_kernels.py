@@ -5,7 +5,8 @@ gradients of ``lax.conv_general_dilated``, of the LayerNorm -> ELU -> mask compo
 and of the flax ``ResidualBlock`` -- on shapes that reach every code path: channel
 counts below, at and above the vector width and not multiples of it, image widths that
 are not multiples of the register tile, dilations larger than the image, 1x1, 5x5 and
-3x5 kernels, masked positions, dropout. The build itself: cached by source, written
+3x5 kernels, masked positions, dropout; the Winograd and the direct forward kernel both
+against float64. The build itself: cached by source, written
 atomically, and a failed build leaves XLA's operations in place with a warning.
 """
 
@@ -84,6 +85,48 @@ def test_conv_epilogue_and_bias_gradient():
     dk, db = cpu_kernels._ffi_filter_grad(x, res, w.shape, (2, 2))
     assert _rel(db, res.sum((0, 1, 2))) < 1e-6
     assert _rel(dk, jax.vjp(lambda w: _lax_conv(x, w, (2, 2)), w)[1](res)[0]) < 1e-5
+
+
+def _conv_f64(x, w, dilation, bias, res, mask):
+    """The 'SAME' dilated convolution (+ bias + res) * mask in float64 numpy (the reference)."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    kh, kw = w.shape[:2]
+    ph, pw = dilation[0] * (kh - 1) // 2, dilation[1] * (kw - 1) // 2
+    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    h, wd = x.shape[1:3]
+    y = sum(np.einsum("bhwc,co->bhwo", xp[:, i * dilation[0]:i * dilation[0] + h, j * dilation[1]:j * dilation[1] + wd],
+                      w[i, j]) for i in range(kh) for j in range(kw))
+    return (y + np.asarray(bias, np.float64) + np.asarray(res, np.float64)) * np.asarray(mask, np.float64)
+
+
+@pytest.mark.parametrize("shape,cout,dilation", [
+    ((2, 16, 20, 32), 32, (2, 2)),   # foldnet's 2D trunk
+    ((1, 13, 29, 32), 64, (4, 1)),   # odd sizes: tiles whose second row / column is dropped
+    ((1, 7, 5, 64), 32, (8, 8)),     # dilation past the image: the transform reads zeros
+    ((3, 1, 1, 32), 32, (1, 1)),     # a single pixel
+])
+def test_winograd_forward_equals_direct_and_float64(monkeypatch, shape, cout, dilation):
+    # 3x3 convolutions with full vector channels run Winograd F(2x2, 3x3); its transforms
+    # round differently from the direct sum, but both stay within a few ulps of float64.
+    k = jax.random.split(jax.random.PRNGKey(shape[1] * 7 + cout), 5)
+    x = jax.random.normal(k[0], shape)
+    w = jax.random.normal(k[1], (3, 3, shape[3], cout)) / np.sqrt(9 * shape[3])
+    b = jax.random.normal(k[2], (cout,))
+    res = jax.random.normal(k[3], shape[:3] + (cout,))
+    mask = (jax.random.uniform(k[4], shape[:3] + (1,)) > 0.3).astype(jnp.float32)
+    want = _conv_f64(x, w, dilation, b, res, mask)
+    got = {}
+    for algo in (True, False):
+        monkeypatch.setattr(cpu_kernels, "WINOGRAD", algo)
+        got[algo] = np.asarray(cpu_kernels._ffi_conv(x, w, dilation, bias=b, res=res, mask=mask))
+        assert _rel(got[algo], want) < 2e-6
+        # and the input gradient, which is the forward kernel with the flipped filter
+        g = np.asarray(res)
+        dx = cpu_kernels._input_grad(jnp.asarray(g), w, dilation)
+        want_dx = _conv_f64(g, np.flip(np.asarray(w), (0, 1)).transpose(0, 1, 3, 2), dilation, 0.0, 0.0, 1.0)
+        assert _rel(dx, want_dx) < 2e-6
+    if shape[1] > 1:
+        assert not np.array_equal(got[True], got[False])  # two different algorithms ran
 
 
 def test_filter_gradient_is_deterministic():
@@ -284,9 +327,11 @@ w = 0.1 * jax.random.normal(k[1], (3, 3, 32, 32))
 g = jax.random.normal(k[2], (2, 13, 19, 32))
 conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2),
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
-a = jax.vjp(lambda x, w: ck.conv2d(x, w, (2, 2)), x, w)
 b = jax.vjp(conv, x, w)
-errs = [rel(a[0], b[0])] + [rel(u, v) for u, v in zip(a[1](g), b[1](g))]
+errs = []
+for ck.WINOGRAD in (True, False):  # the Winograd and the direct forward kernel
+    a = jax.vjp(lambda x, w: ck.conv2d(x, w, (2, 2)), x, w)
+    errs += [rel(a[0], b[0])] + [rel(u, v) for u, v in zip(a[1](g), b[1](g))]
 m = (jax.random.uniform(k[3], (2, 13, 19, 1)) > 0.2).astype(jnp.float32)
 s, bb = 3.0 * jnp.ones(32), jnp.linspace(-1, 1, 32)
 def ref(x, s, bb):

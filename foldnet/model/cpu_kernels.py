@@ -5,6 +5,8 @@
   with the kernel flipped and transposed (input gradient) and a register-blocked filter
   gradient. XLA:CPU's filter gradient of ``lax.conv_general_dilated`` is 2-3x slower
   than its forward pass (a convolution with the batch as the contracted feature axis).
+  3x3 kernels with channels that fill the vector registers (foldnet's 2D trunk) run the
+  forward and input gradient as Winograd F(2x2, 3x3): 2.25x fewer multiply-adds.
 * ``norm_elu_mask``: ``elu(LayerNorm(x) * scale + bias) * mask`` (the residual blocks'
   pre-activation; ELU optional) in one pass each way.
 * ``residual_block``: the whole 2D ``ResidualBlock`` as one custom VJP over those kernels,
@@ -154,12 +156,18 @@ def _opt(a):
     return _EMPTY if a is None else a
 
 
+# 3x3 convolutions whose channels fill the vector registers run the Winograd F(2x2, 3x3)
+# algorithm (2.25x fewer multiply-adds); False forces the direct kernel (tests compare both).
+WINOGRAD = True
+
+
 def _ffi_conv(x, k, dilation, bias=None, res=None, mask=None):
     """(conv(x, k) + bias + res) * mask, the optional terms left out when None."""
     _require()
     out = jax.ShapeDtypeStruct(x.shape[:3] + (k.shape[3],), jnp.float32)
     return jax.ffi.ffi_call("foldnet_conv2d_fwd", out, vmap_method="sequential")(
-        x, k, _opt(bias), _opt(res), _opt(mask), dh=np.int64(dilation[0]), dw=np.int64(dilation[1]))
+        x, k, _opt(bias), _opt(res), _opt(mask), dh=np.int64(dilation[0]), dw=np.int64(dilation[1]),
+        winograd=bool(WINOGRAD))
 
 
 def _ffi_filter_grad(x, g, kshape: tuple, dilation):
