@@ -1,8 +1,10 @@
 """The CPU-speed rewrites keep the numbers: convolution backward, LayerNorm, cross-entropy.
 
-Each rewrite (foldnet.model.conv, layers._LayerNorm, heads._masked_ce) is checked
+Each rewrite (foldnet.model.conv, layers._LayerNorm, heads._masked_ce, the factored 2D
+input layer resnet2d.factored_pair_input, the heads' input-side symmetrisation) is checked
 against the implementation it replaced -- lax.conv_general_dilated with JAX's own
-gradient, flax's nn.LayerNorm, take_along_axis -- alone, and then as the whole base
+gradient, flax's nn.LayerNorm, take_along_axis, one dense layer over the concatenated pair
+features, output-side symmetrisation -- alone or as the whole base
 network on real crops (outputs and gradients to 1e-5, float32). The first shipped
 pretrained parameters (foldnet-base-cpu-v1, still shipped for this) must still predict the
 distograms recorded in testdata/pretrained_reference.npz, which were computed by the implementation before
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from foldnet.model import PRESETS, build_model, heads, layers, loss_fn
+from foldnet.model import PRESETS, build_model, heads, layers, loss_fn, resnet2d
 from foldnet.model import conv as fconv
 from model_fixtures import FAST_COMPILE
 
@@ -123,6 +125,22 @@ class _FlaxLayerNormThenElu(nn.LayerNorm):
         return y if elu_mask is None else nn.elu(y) * elu_mask
 
 
+def _concatenated_pair_input(e, residue_index, kernel, bias, max_relpos):
+    """The 2D trunk's input layer as it was: one dense layer over [e_i, e_j, relpos features]."""
+    n = e.shape[1]
+    outer = jnp.concatenate([jnp.broadcast_to(e[:, :, None, :], e.shape[:2] + (n, e.shape[-1])),
+                             jnp.broadcast_to(e[:, None, :, :], (e.shape[0], n, n, e.shape[-1]))], axis=-1)
+    x = jnp.concatenate([outer, resnet2d.relpos_features(residue_index, max_relpos)], axis=-1)
+    return x @ kernel + bias
+
+
+def _symmetrised_output_logits(pair, bins, policy, name, symmetric):
+    """The heads' logits as they were: dense, then (x + x^T) / 2 of the logits."""
+    logits = nn.Dense(bins, dtype=policy.output_dtype, param_dtype=policy.param_dtype, name=name)(
+        pair.astype(policy.output_dtype))
+    return 0.5 * (logits + jnp.swapaxes(logits, 1, 2)) if symmetric else logits
+
+
 @pytest.fixture
 def previous_implementation(monkeypatch):
     """Swap the rewrites back for what they replaced (read at trace time)."""
@@ -134,6 +152,8 @@ def previous_implementation(monkeypatch):
         monkeypatch.setattr(layers, "FUSED_PREACTIVATION", False)
         monkeypatch.setattr(layers, "USE_CPU_KERNELS", False)
         monkeypatch.setattr(fconv, "USE_CPU_KERNELS", False)
+        monkeypatch.setattr(resnet2d, "factored_pair_input", _concatenated_pair_input)
+        monkeypatch.setattr(heads, "_pair_logits", _symmetrised_output_logits)
 
     return swap
 

@@ -85,12 +85,7 @@ class DistogramHead(nn.Module):
 
     @nn.compact
     def __call__(self, pair: jnp.ndarray) -> dict:
-        p = self.policy
-        logits = nn.Dense(
-            rc.NUM_DIST_BINS, dtype=p.output_dtype, param_dtype=p.param_dtype, name="logits"
-        )(pair.astype(p.output_dtype))
-        logits = 0.5 * (logits + jnp.swapaxes(logits, 1, 2))
-        return {self.output_key: logits}
+        return {self.output_key: _pair_logits(pair, rc.NUM_DIST_BINS, self.policy, "logits", True)}
 
     @staticmethod
     def loss(outputs: dict, batch: dict, config: ModelConfig) -> dict:
@@ -166,10 +161,16 @@ class TorsionHead(nn.Module):
 
 
 def _pair_logits(pair: jnp.ndarray, bins: int, policy: Policy, name: str, symmetric: bool) -> jnp.ndarray:
-    logits = nn.Dense(bins, dtype=policy.output_dtype, param_dtype=policy.param_dtype, name=name)(
-        pair.astype(policy.output_dtype)
-    )
-    return 0.5 * (logits + jnp.swapaxes(logits, 1, 2)) if symmetric else logits
+    """Dense logits [B, N, N, bins] of the pair representation; symmetric: (x + x^T) / 2.
+
+    The dense layer is affine, so symmetrising its input ((p + p^T) / 2, channels_2d wide)
+    gives the same logits as symmetrising its output (bins wide) with fewer values moved,
+    forward and backward.
+    """
+    x = pair.astype(policy.output_dtype)
+    if symmetric:
+        x = 0.5 * (x + jnp.swapaxes(x, 1, 2))
+    return nn.Dense(bins, dtype=policy.output_dtype, param_dtype=policy.param_dtype, name=name)(x)
 
 
 def _pair_distances(x: jnp.ndarray) -> jnp.ndarray:

@@ -12,6 +12,7 @@ blocks (``channels_2d`` wide stream, ``bottleneck_2d`` wide dilated convolution)
 from __future__ import annotations
 
 import flax.linen as nn
+from flax.linen.linear import default_kernel_init
 import jax
 import jax.numpy as jnp
 
@@ -36,6 +37,67 @@ def relpos_features(residue_index: jnp.ndarray, max_relpos: int) -> jnp.ndarray:
     return jnp.concatenate([onehot, logsep], axis=-1)
 
 
+def _relpos_index(residue_index: jnp.ndarray, max_relpos: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(one-hot index [B, N, N] int32, log-separation [B, N, N] f32) of ``relpos_features``."""
+    ri = residue_index.astype(jnp.int32)
+    d = ri[:, None, :] - ri[:, :, None]
+    logsep = jnp.log1p(jnp.abs(d).astype(jnp.float32)) / jnp.log(1001.0)
+    return jnp.clip(d, -max_relpos, max_relpos) + max_relpos, logsep
+
+
+@jax.custom_vjp
+def _table_rows(table: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
+    """``table[idx]`` ([K, C] rows at int indices [...] -> [..., C]) with a one-hot matmul as
+    its table gradient: XLA:CPU runs the gather's own gradient, a scatter-add, serially."""
+    return jnp.take(table, idx, axis=0)
+
+
+def _table_rows_fwd(table, idx):
+    return _table_rows(table, idx), (idx, table.shape[0])
+
+
+def _table_rows_bwd(res, g):
+    idx, k = res
+    onehot = jax.nn.one_hot(idx, k, dtype=g.dtype)
+    dtable = jnp.einsum("...k,...c->kc", onehot, g, precision=jax.lax.Precision.HIGHEST)
+    return dtable, None
+
+
+_table_rows.defvjp(_table_rows_fwd, _table_rows_bwd)
+
+
+def factored_pair_input(e: jnp.ndarray, residue_index: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray,
+                        max_relpos: int) -> jnp.ndarray:
+    """``Dense(concat([e_i, e_j], relpos_features))`` [B, N, N, C] without the concatenation.
+
+    The dense layer is linear in each block of its input, so it is e_i W_i + e_j W_j (two
+    [N]-sized products, broadcast) + the row of W_rel that the separation's one-hot picks +
+    log-separation * w_log + bias: O(N) multiply-adds where the concatenated form spends
+    O(N^2) on the outer product and materialises a [B, N, N, 2 half + 2 max_relpos + 2] input.
+    Equal to the dense layer to float rounding (tested).
+    """
+    half = e.shape[-1]
+    a = jnp.einsum("bnh,hc->bnc", e, kernel[:half], precision=jax.lax.Precision.HIGHEST)
+    b = jnp.einsum("bnh,hc->bnc", e, kernel[half:2 * half], precision=jax.lax.Precision.HIGHEST)
+    idx, logsep = _relpos_index(residue_index, max_relpos)
+    rel = _table_rows(kernel[2 * half:-1], idx)
+    return a[:, :, None, :] + b[:, None, :, :] + rel + logsep[..., None] * kernel[-1] + bias
+
+
+class _DenseParams(nn.Module):
+    """``nn.Dense``'s parameters (same names, shapes and initialisers, so the same values at
+    init) without the product."""
+
+    features: int
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        kernel = self.param("kernel", default_kernel_init, (in_features, self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+        return kernel.astype(jnp.float32), bias.astype(jnp.float32)
+
+
 class ResNet2D(nn.Module):
     """Pair representation [B, N, N, channels_2d] (float32) from 1D embeddings."""
 
@@ -56,17 +118,25 @@ class ResNet2D(nn.Module):
         e = nn.Dense(half, dtype=p.compute_dtype, param_dtype=p.param_dtype, name="pair_proj")(
             p.cast_compute(emb_1d)
         )
-        n = e.shape[1]
-        outer = jnp.concatenate(
-            [
-                jnp.broadcast_to(e[:, :, None, :], e.shape[:2] + (n, half)),
-                jnp.broadcast_to(e[:, None, :, :], (e.shape[0], n, n, half)),
-            ],
-            axis=-1,
-        )
-        rel = p.cast_compute(relpos_features(batch["residue_index"], cfg.max_relpos))
-        x = jnp.concatenate([outer, rel], axis=-1)
-        x = nn.Dense(cfg.channels_2d, dtype=p.compute_dtype, param_dtype=p.param_dtype, name="input")(x)
+        if jnp.dtype(p.compute_dtype) == jnp.float32:
+            # f32 (every CPU run): the same layer, factored (see factored_pair_input)
+            kernel, bias = _DenseParams(cfg.channels_2d, p.param_dtype, name="input")(
+                2 * half + 2 * cfg.max_relpos + 2)
+            x = factored_pair_input(e, batch["residue_index"], kernel, bias, cfg.max_relpos)
+        else:
+            # bf16 on accelerators: one dense layer over the concatenation accumulates in
+            # f32, where the factored sum would add its terms in bf16
+            n = e.shape[1]
+            outer = jnp.concatenate(
+                [
+                    jnp.broadcast_to(e[:, :, None, :], e.shape[:2] + (n, half)),
+                    jnp.broadcast_to(e[:, None, :, :], (e.shape[0], n, n, half)),
+                ],
+                axis=-1,
+            )
+            rel = p.cast_compute(relpos_features(batch["residue_index"], cfg.max_relpos))
+            x = jnp.concatenate([outer, rel], axis=-1)
+            x = nn.Dense(cfg.channels_2d, dtype=p.compute_dtype, param_dtype=p.param_dtype, name="input")(x)
         x = x * mask.astype(x.dtype)
         k = cfg.kernel_2d
         for b in range(cfg.blocks_2d):
