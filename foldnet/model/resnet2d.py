@@ -47,8 +47,10 @@ def _relpos_index(residue_index: jnp.ndarray, max_relpos: int) -> tuple[jnp.ndar
 
 @jax.custom_vjp
 def _table_rows(table: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
-    """``table[idx]`` ([K, C] rows at int indices [...] -> [..., C]) with a one-hot matmul as
-    its table gradient: XLA:CPU runs the gather's own gradient, a scatter-add, serially."""
+    """``table[idx]`` ([K, C] rows at int indices [...] -> [..., C]) whose table gradient is a
+    segment sum over whole C-wide rows. JAX's own gradient of the gather scatters into a
+    zeroed copy of the operand; a one-hot product materialises [..., K] (17 MB at batch 4,
+    crop 128: 10.5 ms vs 2.7 ms for the segment sum, measured in one process)."""
     return jnp.take(table, idx, axis=0)
 
 
@@ -58,8 +60,7 @@ def _table_rows_fwd(table, idx):
 
 def _table_rows_bwd(res, g):
     idx, k = res
-    onehot = jax.nn.one_hot(idx, k, dtype=g.dtype)
-    dtable = jnp.einsum("...k,...c->kc", onehot, g, precision=jax.lax.Precision.HIGHEST)
+    dtable = jax.ops.segment_sum(g.reshape(-1, g.shape[-1]), idx.reshape(-1), num_segments=k)
     return dtable, None
 
 
