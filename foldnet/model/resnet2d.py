@@ -21,6 +21,14 @@ from foldnet.model.layers import BottleneckBlock, F32LayerNorm, ResidualBlock
 from foldnet.model.precision import Policy
 
 
+def _relpos_index(residue_index: jnp.ndarray, max_relpos: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(one-hot index [B, N, N] int32, log-separation [B, N, N] f32) of ``relpos_features``."""
+    ri = residue_index.astype(jnp.int32)
+    d = ri[:, None, :] - ri[:, :, None]
+    logsep = jnp.log1p(jnp.abs(d).astype(jnp.float32)) / jnp.log(1001.0)
+    return jnp.clip(d, -max_relpos, max_relpos) + max_relpos, logsep
+
+
 def relpos_features(residue_index: jnp.ndarray, max_relpos: int) -> jnp.ndarray:
     """Sequence-separation features [B, N, N, 2*max_relpos + 2] (float32).
 
@@ -30,41 +38,8 @@ def relpos_features(residue_index: jnp.ndarray, max_relpos: int) -> jnp.ndarray:
     Returns:
       one-hot of clip(j - i, -max_relpos, max_relpos) and log(1 + |j - i|) / log(1 + 1000).
     """
-    ri = residue_index.astype(jnp.int32)
-    d = ri[:, None, :] - ri[:, :, None]
-    onehot = jax.nn.one_hot(jnp.clip(d, -max_relpos, max_relpos) + max_relpos, 2 * max_relpos + 1)
-    logsep = jnp.log1p(jnp.abs(d).astype(jnp.float32))[..., None] / jnp.log(1001.0)
-    return jnp.concatenate([onehot, logsep], axis=-1)
-
-
-def _relpos_index(residue_index: jnp.ndarray, max_relpos: int) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """(one-hot index [B, N, N] int32, log-separation [B, N, N] f32) of ``relpos_features``."""
-    ri = residue_index.astype(jnp.int32)
-    d = ri[:, None, :] - ri[:, :, None]
-    logsep = jnp.log1p(jnp.abs(d).astype(jnp.float32)) / jnp.log(1001.0)
-    return jnp.clip(d, -max_relpos, max_relpos) + max_relpos, logsep
-
-
-@jax.custom_vjp
-def _table_rows(table: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
-    """``table[idx]`` ([K, C] rows at int indices [...] -> [..., C]) whose table gradient is a
-    segment sum over whole C-wide rows. JAX's own gradient of the gather scatters into a
-    zeroed copy of the operand; a one-hot product materialises [..., K] (17 MB at batch 4,
-    crop 128: 10.5 ms vs 2.7 ms for the segment sum, measured in one process)."""
-    return jnp.take(table, idx, axis=0)
-
-
-def _table_rows_fwd(table, idx):
-    return _table_rows(table, idx), (idx, table.shape[0])
-
-
-def _table_rows_bwd(res, g):
-    idx, k = res
-    dtable = jax.ops.segment_sum(g.reshape(-1, g.shape[-1]), idx.reshape(-1), num_segments=k)
-    return dtable, None
-
-
-_table_rows.defvjp(_table_rows_fwd, _table_rows_bwd)
+    idx, logsep = _relpos_index(residue_index, max_relpos)
+    return jnp.concatenate([jax.nn.one_hot(idx, 2 * max_relpos + 1), logsep[..., None]], axis=-1)
 
 
 def factored_pair_input(e: jnp.ndarray, residue_index: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray,
@@ -81,7 +56,10 @@ def factored_pair_input(e: jnp.ndarray, residue_index: jnp.ndarray, kernel: jnp.
     a = jnp.einsum("bnh,hc->bnc", e, kernel[:half], precision=jax.lax.Precision.HIGHEST)
     b = jnp.einsum("bnh,hc->bnc", e, kernel[half:2 * half], precision=jax.lax.Precision.HIGHEST)
     idx, logsep = _relpos_index(residue_index, max_relpos)
-    rel = _table_rows(kernel[2 * half:-1], idx)
+    # a row lookup; its gradient is a scatter-add into the small [2 max_relpos + 1, C] table
+    # (1.1 ms at batch 4, crop 128, against 10.5 ms for a one-hot product that materialises
+    # [B, N, N, 65]; measured in one process)
+    rel = jnp.take(kernel[2 * half:-1], idx, axis=0)
     return a[:, :, None, :] + b[:, None, :, :] + rel + logsep[..., None] * kernel[-1] + bias
 
 
