@@ -127,10 +127,7 @@ class _FlaxLayerNormThenElu(nn.LayerNorm):
 
 def _concatenated_pair_input(e, residue_index, kernel, bias, max_relpos):
     """The 2D trunk's input layer as it was: one dense layer over [e_i, e_j, relpos features]."""
-    n = e.shape[1]
-    outer = jnp.concatenate([jnp.broadcast_to(e[:, :, None, :], e.shape[:2] + (n, e.shape[-1])),
-                             jnp.broadcast_to(e[:, None, :, :], (e.shape[0], n, n, e.shape[-1]))], axis=-1)
-    x = jnp.concatenate([outer, resnet2d.relpos_features(residue_index, max_relpos)], axis=-1)
+    x = jnp.concatenate([resnet2d.outer_concat(e), resnet2d.relpos_features(residue_index, max_relpos)], axis=-1)
     return x @ kernel + bias
 
 

@@ -200,6 +200,13 @@ struct Epilogue {
   const float* bias = nullptr;  // [Co]
   const float* res = nullptr;   // [B, H, W, Co]
   const float* mask = nullptr;  // [B, H, W]
+
+  // (v + bias[o:o+VL] + res[pix, o:o+VL]) * mask[pix] for output pixel pix (flat over B, H, W)
+  vf apply(vf v, int64_t pix, int64_t Co, int64_t o) const {
+    if (bias != nullptr) v += load(bias + o);
+    if (res != nullptr) v += load(res + pix * Co + o);
+    return mask == nullptr ? v : v * splat(mask[pix]);
+  }
 };
 
 void fwd_row(const Geometry& g, const float* x, const float* k, float* y, int64_t row, const Epilogue& ep) {
@@ -220,16 +227,11 @@ void fwd_row(const Geometry& g, const float* x, const float* k, float* y, int64_
   if (ep.bias == nullptr && ep.res == nullptr && ep.mask == nullptr) return;
   const float* rrow = ep.res == nullptr ? nullptr : ep.res + row * g.W * g.Co;
   if (g.Co % VL == 0) {
-    for (int64_t w = 0; w < g.W; ++w) {
-      const vf m = splat(ep.mask == nullptr ? 1.f : ep.mask[row * g.W + w]);
+    for (int64_t w = 0; w < g.W; ++w)
       for (int64_t o = 0; o < g.Co; o += VL) {
         float* yp = yrow + w * g.Co + o;
-        vf v = load(yp);
-        if (ep.bias != nullptr) v += load(ep.bias + o);
-        if (rrow != nullptr) v += load(rrow + w * g.Co + o);
-        store(yp, v * m);
+        store(yp, ep.apply(load(yp), row * g.W + w, g.Co, o));
       }
-    }
     return;
   }
   for (int64_t w = 0; w < g.W; ++w) {
@@ -402,12 +404,9 @@ void wino_tile_row(const Geometry& g, const float* x, const float* U, float* y, 
           for (int jj = 0; jj < 2; ++jj) {
             const int64_t ww = w0 + jj * dw;
             if (ww >= W) continue;
-            vf v = ii == 0 ? s[0][jj] + s[1][jj] + s[2][jj] : s[1][jj] - s[2][jj] - s[3][jj];
+            const vf v = ii == 0 ? s[0][jj] + s[1][jj] + s[2][jj] : s[1][jj] - s[2][jj] - s[3][jj];
             const int64_t pix = row * W + ww;
-            if (ep.bias != nullptr) v += load(ep.bias + o);
-            if (ep.res != nullptr) v += load(ep.res + pix * Co + o);
-            if (ep.mask != nullptr) v *= splat(ep.mask[pix]);
-            store(y + pix * Co + o, v);
+            store(y + pix * Co + o, ep.apply(v, pix, Co, o));
           }
         }
       }
@@ -429,7 +428,7 @@ void winograd_fwd(ffi::ThreadPool* pool, const Geometry& g, const float* x, cons
   // a task is a few tile rows, like the direct kernel's kRowsPerTask image rows
   constexpr int64_t kTileRowsPerTask = 4;
   const int64_t tasks = (n + kTileRowsPerTask - 1) / kTileRowsPerTask;
-  parallel_for(pool, tasks, pool == nullptr ? 1 : pool->num_threads() + 1, [&](int64_t task) {
+  parallel_for(pool, tasks, pool->num_threads() + 1, [&](int64_t task) {
     std::vector<float> V(16 * WT * g.Ci), M(16 * WT * g.Co);
     const int64_t end = std::min(n, (task + 1) * kTileRowsPerTask);
     for (int64_t r = task * kTileRowsPerTask; r < end; ++r)

@@ -212,12 +212,12 @@ class ResidualBlock(nn.Module):
         # the composition in __call__; tests/test_cpu_kernels.py checks both.
         p, c = self.policy, self.features
         na = _NormParams(p.param_dtype, name="norm_a")(x.shape[-1])
-        ka = _ConvParams(c, tuple(self.kernel_size), p.param_dtype, name="conv_a")(x.shape[-1])
+        ka = KernelParams(c, tuple(self.kernel_size), p.param_dtype, name="conv_a")(x.shape[-1])
         nb = _NormParams(p.param_dtype, name="norm_b")(c)
         drop = None
         if train and self.dropout > 0:
             drop = nn.Dropout(self.dropout, deterministic=False)(jnp.ones(x.shape[:-1] + (c,), jnp.float32))
-        kb = _ConvParams(c, tuple(self.kernel_size), p.param_dtype, name="conv_b")(c)
+        kb = KernelParams(c, tuple(self.kernel_size), p.param_dtype, name="conv_b")(c)
         m = mask.astype(jnp.float32)
         return cpu_kernels.residual_block(x.astype(jnp.float32), m, *na, *ka, *nb, *kb, drop,
                                           (self.dilation, self.dilation), 1e-5)
@@ -244,9 +244,10 @@ class _NormParams(nn.Module):
         return _LayerNormParams(self.param_dtype, name="LayerNorm_0")(c)
 
 
-class _ConvParams(nn.Module):
-    """``nn.Conv``'s parameters (``kernel`` then ``bias``: same names, shapes, initialisers
-    and RNG order, so the same values at init) without the convolution."""
+class KernelParams(nn.Module):
+    """``nn.Conv``'s parameters -- and, with ``kernel_size=()``, ``nn.Dense``'s -- (``kernel``
+    then ``bias``: same names, shapes, initialisers and RNG order, so the same values at
+    init) without the product, for code that computes the layer itself."""
 
     features: int
     kernel_size: tuple[int, ...]

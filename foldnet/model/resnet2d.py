@@ -12,12 +12,11 @@ blocks (``channels_2d`` wide stream, ``bottleneck_2d`` wide dilated convolution)
 from __future__ import annotations
 
 import flax.linen as nn
-from flax.linen.linear import default_kernel_init
 import jax
 import jax.numpy as jnp
 
 from foldnet.model.config import ModelConfig
-from foldnet.model.layers import BottleneckBlock, F32LayerNorm, ResidualBlock
+from foldnet.model.layers import BottleneckBlock, F32LayerNorm, KernelParams, ResidualBlock
 from foldnet.model.precision import Policy
 
 
@@ -42,6 +41,13 @@ def relpos_features(residue_index: jnp.ndarray, max_relpos: int) -> jnp.ndarray:
     return jnp.concatenate([jax.nn.one_hot(idx, 2 * max_relpos + 1), logsep[..., None]], axis=-1)
 
 
+def outer_concat(e: jnp.ndarray) -> jnp.ndarray:
+    """[e_i, e_j] for every pair: [B, N, N, 2 C] from [B, N, C]."""
+    b, n, c = e.shape
+    return jnp.concatenate([jnp.broadcast_to(e[:, :, None, :], (b, n, n, c)),
+                            jnp.broadcast_to(e[:, None, :, :], (b, n, n, c))], axis=-1)
+
+
 def factored_pair_input(e: jnp.ndarray, residue_index: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray,
                         max_relpos: int) -> jnp.ndarray:
     """``Dense(concat([e_i, e_j], relpos_features))`` [B, N, N, C] without the concatenation.
@@ -61,20 +67,6 @@ def factored_pair_input(e: jnp.ndarray, residue_index: jnp.ndarray, kernel: jnp.
     # [B, N, N, 65]; measured in one process)
     rel = jnp.take(kernel[2 * half:-1], idx, axis=0)
     return a[:, :, None, :] + b[:, None, :, :] + rel + logsep[..., None] * kernel[-1] + bias
-
-
-class _DenseParams(nn.Module):
-    """``nn.Dense``'s parameters (same names, shapes and initialisers, so the same values at
-    init) without the product."""
-
-    features: int
-    param_dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, in_features: int) -> tuple[jnp.ndarray, jnp.ndarray]:
-        kernel = self.param("kernel", default_kernel_init, (in_features, self.features), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
-        return kernel.astype(jnp.float32), bias.astype(jnp.float32)
 
 
 class ResNet2D(nn.Module):
@@ -99,22 +91,14 @@ class ResNet2D(nn.Module):
         )
         if jnp.dtype(p.compute_dtype) == jnp.float32:
             # f32 (every CPU run): the same layer, factored (see factored_pair_input)
-            kernel, bias = _DenseParams(cfg.channels_2d, p.param_dtype, name="input")(
+            kernel, bias = KernelParams(cfg.channels_2d, (), p.param_dtype, name="input")(
                 2 * half + 2 * cfg.max_relpos + 2)
             x = factored_pair_input(e, batch["residue_index"], kernel, bias, cfg.max_relpos)
         else:
             # bf16 on accelerators: one dense layer over the concatenation accumulates in
             # f32, where the factored sum would add its terms in bf16
-            n = e.shape[1]
-            outer = jnp.concatenate(
-                [
-                    jnp.broadcast_to(e[:, :, None, :], e.shape[:2] + (n, half)),
-                    jnp.broadcast_to(e[:, None, :, :], (e.shape[0], n, n, half)),
-                ],
-                axis=-1,
-            )
             rel = p.cast_compute(relpos_features(batch["residue_index"], cfg.max_relpos))
-            x = jnp.concatenate([outer, rel], axis=-1)
+            x = jnp.concatenate([outer_concat(e), rel], axis=-1)
             x = nn.Dense(cfg.channels_2d, dtype=p.compute_dtype, param_dtype=p.param_dtype, name="input")(x)
         x = x * mask.astype(x.dtype)
         k = cfg.kernel_2d
