@@ -2,7 +2,8 @@
 
 Each kernel is checked against the XLA computation it stands in for -- values and
 gradients of ``lax.conv_general_dilated``, of the LayerNorm -> ELU -> mask composition
-and of the flax ``ResidualBlock`` -- on shapes that reach every code path: channel
+and of the flax ``ResidualBlock``, and the fused dense -> cross-entropy against float64 --
+on shapes that reach every code path: channel
 counts below, at and above the vector width and not multiples of it, image widths that
 are not multiples of the register tile, dilations larger than the image, 1x1, 5x5 and
 3x5 kernels, masked positions, dropout; the Winograd and the direct forward kernel both
@@ -300,6 +301,73 @@ def test_library_is_keyed_by_compiler_and_cache_folder(monkeypatch, tmp_path):
     assert cpu_kernels.library_path().name != default.name
 
 
+def _dense_ce_f64(x, w, b, labels, mask, g):
+    """Per-example sums of mask * cross-entropy of x @ w + b and their gradients, float64."""
+    x, w, b, mask, g = (np.asarray(a, np.float64) for a in (x, w, b, mask, g))
+    keep = mask > 0
+    x = np.where(keep[..., None], x, 0.0)  # masked rows may hold anything
+    logits = x @ w + b
+    mx = logits.max(-1, keepdims=True)
+    lse = mx[..., 0] + np.log(np.exp(logits - mx).sum(-1))
+    picked = np.take_along_axis(logits, labels[..., None], -1)[..., 0]
+    sums = np.where(keep, mask * (lse - picked), 0.0).sum(-1)
+    dl = np.exp(logits - lse[..., None])
+    np.put_along_axis(dl, labels[..., None], np.take_along_axis(dl, labels[..., None], -1) - 1.0, -1)
+    dl *= np.where(keep, mask, 0.0)[..., None] * g[:, None, None]
+    return sums, dl @ w.T, np.einsum("bpc,bpk->ck", x, dl), dl.sum((0, 1))
+
+
+@pytest.mark.parametrize("channels,bins", [(32, 65), (32, 25), (64, 13), (16, 65)])
+def test_dense_ce_values_and_gradients_equal_float64(channels, bins):
+    if not cpu_kernels.dense_ce_supported(channels, bins):
+        pytest.skip(f"{channels} channels are not a multiple of this machine's vector width")
+    rng = np.random.default_rng(bins)
+    B, P = 3, 517  # rows per example not a multiple of anything; one example fully masked
+    x = rng.normal(size=(B, P, channels)).astype(np.float32)
+    w = (0.3 * rng.normal(size=(channels, bins))).astype(np.float32)
+    b = rng.normal(size=bins).astype(np.float32)
+    labels = rng.integers(0, bins, (B, P)).astype(np.int32)
+    mask = (rng.random((B, P)) > 0.3) * rng.uniform(0.5, 1.0, (B, P))  # fractional weights too
+    mask[2] = 0.0
+    mask = mask.astype(np.float32)
+    x[0, mask[0] == 0] = np.nan  # masked rows must not leak, whatever they hold
+    x[1, np.flatnonzero(mask[1] == 0)[:3]] = np.inf
+    g = np.asarray([1.5, -0.5, 2.0], np.float32)
+    want = _dense_ce_f64(x, w, b, labels, mask, g)
+    out, vjp = jax.vjp(lambda x, w, b: cpu_kernels.dense_masked_nll(x, w, b, labels, mask), x, w, b)
+    dx, dw, db = vjp(g)
+    assert out[2] == 0.0 and np.all(np.asarray(dx)[2] == 0.0) and np.all(np.isfinite(dx))
+    assert _rel(out, want[0]) < 1e-6
+    for got, ref in zip((dx, dw, db), want[1:]):
+        assert _rel(got, ref) < 1e-5
+
+
+def test_dense_ce_rejects_labels_outside_the_bins():
+    x = jnp.ones((1, 300, 32))
+    labels = jnp.full((1, 300), 65, jnp.int32)
+    with pytest.raises(Exception, match="label outside"):
+        jax.block_until_ready(cpu_kernels.dense_masked_nll(x, jnp.ones((32, 65)), jnp.zeros(65), labels,
+                                                           jnp.ones((1, 300))))
+
+
+def test_training_loss_takes_the_fused_cross_entropy(testdata):
+    import dataclasses
+
+    from foldnet.model import PRESETS, build_model, heads, loss_fn
+    from model_fixtures import make_batch
+
+    batch = make_batch(testdata, 2, 24, seed=1)
+    model = build_model(dataclasses.replace(PRESETS["base"], dtype="float32"))
+    params = model.init(jax.random.PRNGKey(0), batch, train=False)["params"]
+    jaxpr = str(jax.make_jaxpr(lambda p: loss_fn(model, p, batch, jax.random.PRNGKey(1), train=True))(params))
+    assert "foldnet_dense_ce_fwd" in jaxpr
+    # aux["outputs"] still holds the logits, as the network returns them outside the loss
+    _, aux = loss_fn(model, params, batch, None, train=False)
+    plain = model.apply({"params": params}, batch, train=False)
+    assert not isinstance(plain["dist_logits"], heads.DenseLogits)
+    assert _rel(aux["outputs"]["dist_logits"], plain["dist_logits"]) < 1e-6
+
+
 def test_base_network_runs_its_2d_trunk_on_the_kernels(testdata):
     import dataclasses
 
@@ -340,6 +408,16 @@ def ref(x, s, bb):
 a = jax.vjp(lambda *t: ck.norm_elu_mask(*t, m, 1e-5), x, s, bb)
 b = jax.vjp(ref, x, s, bb)
 errs += [rel(a[0], b[0])] + [rel(u, v) for u, v in zip(a[1](g), b[1](g))]
+xs, wd, bd = jax.random.normal(k[0], (2, 150, 32)), 0.3 * jax.random.normal(k[1], (32, 65)), jnp.linspace(-1, 1, 65)
+lab = jax.random.randint(k[2], (2, 150), 0, 65)
+pm = m.reshape(2, -1)[:, :150]
+def ce(x, w, b):
+    logp = jax.nn.log_softmax(x @ w + b)
+    return jnp.sum(-jnp.take_along_axis(logp, lab[..., None], -1)[..., 0] * pm, -1)
+a = jax.vjp(lambda *t: ck.dense_masked_nll(*t, lab, pm), xs, wd, bd)
+b = jax.vjp(ce, xs, wd, bd)
+gb = jnp.asarray([1.0, -2.0])
+errs += [rel(a[0], b[0])] + [rel(u, v) for u, v in zip(a[1](gb), b[1](gb))]
 print("vector_width", ck._load(), "max_rel_err", max(errs))
 """
 

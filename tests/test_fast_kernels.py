@@ -131,7 +131,7 @@ def _concatenated_pair_input(e, residue_index, kernel, bias, max_relpos):
     return x @ kernel + bias
 
 
-def _symmetrised_output_logits(pair, bins, policy, name, symmetric):
+def _symmetrised_output_logits(pair, bins, policy, name, symmetric, defer=False):
     """The heads' logits as they were: dense, then (x + x^T) / 2 of the logits."""
     logits = nn.Dense(bins, dtype=policy.output_dtype, param_dtype=policy.param_dtype, name=name)(
         pair.astype(policy.output_dtype))
@@ -151,6 +151,7 @@ def previous_implementation(monkeypatch):
         monkeypatch.setattr(fconv, "USE_CPU_KERNELS", False)
         monkeypatch.setattr(resnet2d, "factored_pair_input", _concatenated_pair_input)
         monkeypatch.setattr(heads, "_pair_logits", _symmetrised_output_logits)
+        monkeypatch.setattr(heads, "USE_CPU_KERNELS", False)
 
     return swap
 

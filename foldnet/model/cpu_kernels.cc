@@ -749,6 +749,267 @@ ffi::Error NormEluBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   return ffi::Error::Success();
 }
 
+
+// ---------------------------------------------------------------- dense layer -> masked cross-entropy
+//
+// The pair heads' training loss in one pass each way, without the [rows, K] logits:
+//   fwd: out[b] = sum_p mask[b,p] * (logsumexp_k l[b,p,k] - l[b,p,labels[b,p]]),
+//        l = x[b,p,:] @ W + bias (x [B, P, C], W [C, K], bias [K]);
+//   bwd: for the cotangent g [B] of out, dl = (softmax(l) - onehot(label)) * mask * g[b]:
+//        dx = dl @ W^T, dW = sum x^T dl, dbias = sum dl.
+// XLA runs this as a dense layer, log_softmax, a one-hot select and their transposes: a
+// dozen passes over [rows, K] floats and a transposed copy for dW (about 15 % of the
+// base network's training step at crop 128). Here the logits live in registers: K is
+// padded to whole vectors, the padded lanes get bias -1e30 (exp underflows to 0) and
+// weight 0. Rows with mask 0 contribute nothing (the reference's where(mask > 0, ...)).
+
+constexpr int kMaxKV = 17;  // logit vectors per row (K up to 17 * VL: 65 bins even with SSE)
+constexpr int kRowBlock = 64;  // rows per filter-gradient block (summed in f32, then into double)
+
+struct DenseCeShape {
+  int64_t B, P, C, K;
+};
+
+// The padded weights: w [C][KV * VL] (zero columns), wt its transpose [KV * VL][C], bias with
+// -1e30 in the padding.
+struct DenseCeWeights {
+  std::vector<float> w, wt, b;
+  DenseCeWeights(const float* kernel, const float* bias, int64_t C, int64_t K, int64_t KV) {
+    const int64_t KP = KV * VL;
+    w.assign(C * KP, 0.f);
+    wt.assign(KP * C, 0.f);
+    b.assign(KP, -1e30f);
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t k = 0; k < K; ++k) w[c * KP + k] = wt[k * C + c] = kernel[c * K + k];
+    for (int64_t k = 0; k < K; ++k) b[k] = bias[k];
+  }
+};
+
+// Logits of one row into l[KV] (two accumulator sets over even and odd channels: the FMA
+// chains are C / 2 long instead of C); returns max and log(sum exp(l - max)).
+template <int KV>
+inline void row_logits(const DenseCeWeights& d, int64_t C, const float* xr, vf* l, float* mx, float* lse) {
+  constexpr int64_t KP = KV * VL;
+  vf a0[KV], a1[KV];
+  for (int v = 0; v < KV; ++v) {
+    a0[v] = load(d.b.data() + v * VL);
+    a1[v] = vf{};
+  }
+  for (int64_t c = 0; c < C; c += 2) {
+    const vf x0 = splat(xr[c]), x1 = splat(xr[c + 1]);
+    const float* w0 = d.w.data() + c * KP;
+    for (int v = 0; v < KV; ++v) {
+      a0[v] += x0 * load(w0 + v * VL);
+      a1[v] += x1 * load(w0 + KP + v * VL);
+    }
+  }
+  vf m = l[0] = a0[0] + a1[0];
+  for (int v = 1; v < KV; ++v) {
+    l[v] = a0[v] + a1[v];
+    m = m > l[v] ? m : l[v];
+  }
+  float mm = m[0];
+  for (int i = 1; i < VL; ++i) mm = std::max(mm, m[i]);
+  vf s = vf{};
+  for (int v = 0; v < KV; ++v) s += vexpm1(l[v] - mm) + 1.f;
+  *mx = mm;
+  *lse = std::log(hsum(s));
+}
+
+template <int KV>
+void dense_ce_fwd(ffi::ThreadPool& pool, const DenseCeShape& sh, const DenseCeWeights& d, const float* xp,
+                  const int32_t* lp, const float* mp, int64_t workers, double* partial, std::atomic<bool>* bad) {
+  const int64_t rows = sh.B * sh.P;
+  parallel_for(&pool, workers, workers, [&](int64_t wk) {
+    vf l[KV];
+    float lv[KV * VL];
+    for (int64_t r = wk * rows / workers, e = (wk + 1) * rows / workers; r < e; ++r) {
+      const float m = mp[r];
+      if (m == 0.f) continue;
+      const int32_t t = lp[r];
+      if (t < 0 || t >= sh.K) {
+        *bad = true;
+        continue;
+      }
+      float mx, lse;
+      row_logits<KV>(d, sh.C, xp + r * sh.C, l, &mx, &lse);
+      for (int v = 0; v < KV; ++v) store(lv + v * VL, l[v]);
+      partial[wk * sh.B + r / sh.P] += static_cast<double>(m) * (lse - (lv[t] - mx));
+    }
+  });
+}
+
+// dW block update: acc[c][k] += sum_i xb[i][c] * dl[i][k] for the nb buffered rows (row C
+// of acc: the bias gradient, x = 1). CBF channels at a time keep CBF * KV independent chains.
+template <int KV>
+void dense_ce_flush(const float* xb, const float* dlb, int nb, int64_t C, double* acc) {
+  constexpr int64_t KP = KV * VL;
+  constexpr int CBF = KV <= 6 ? 4 : (KV <= 12 ? 2 : 1);
+  for (int64_t c0 = 0; c0 <= C; c0 += CBF) {
+    const int nc = static_cast<int>(std::min<int64_t>(CBF, C + 1 - c0));
+    vf s[CBF][KV];
+    for (int j = 0; j < CBF; ++j)
+      for (int v = 0; v < KV; ++v) s[j][v] = vf{};
+    for (int i = 0; i < nb; ++i) {
+      vf dl[KV];
+      for (int v = 0; v < KV; ++v) dl[v] = load(dlb + i * KP + v * VL);
+      for (int j = 0; j < CBF; ++j) {
+        if (j >= nc) break;
+        const vf xv = c0 + j < C ? splat(xb[i * C + c0 + j]) : splat(1.f);
+        for (int v = 0; v < KV; ++v) s[j][v] += xv * dl[v];
+      }
+    }
+    for (int j = 0; j < nc; ++j)
+      for (int v = 0; v < KV; ++v) {
+        double* a = acc + (c0 + j) * KP + v * VL;
+        for (int q = 0; q < VL; ++q) a[q] += s[j][v][q];
+      }
+  }
+}
+
+template <int KV>
+void dense_ce_bwd(ffi::ThreadPool& pool, const DenseCeShape& sh, const DenseCeWeights& d, const float* xp,
+                  const int32_t* lp, const float* mp, const float* gp, float* dxp, int64_t workers,
+                  double* partial, std::atomic<bool>* bad) {
+  constexpr int64_t KP = KV * VL;
+  const int64_t rows = sh.B * sh.P, C = sh.C, K = sh.K, NC = C / VL;
+  parallel_for(&pool, workers, workers, [&](int64_t wk) {
+    std::vector<float> xb(kRowBlock * C), dlb(kRowBlock * KP);
+    double* acc = partial + wk * (C + 1) * KP;
+    vf l[KV];
+    int nb = 0;  // rows in the current block
+    for (int64_t r = wk * rows / workers, e = (wk + 1) * rows / workers; r < e; ++r) {
+      const int32_t t = lp[r];
+      if (mp[r] == 0.f || t < 0 || t >= K) {
+        if (mp[r] != 0.f) *bad = true;
+        for (int64_t v = 0; v < NC; ++v) store(dxp + r * C + v * VL, vf{});
+        continue;
+      }
+      const float m = mp[r] * gp[r / sh.P];
+      float mx, lse;
+      row_logits<KV>(d, C, xp + r * C, l, &mx, &lse);
+      float* dl = dlb.data() + nb * KP;
+      for (int v = 0; v < KV; ++v) store(dl + v * VL, (vexpm1(l[v] - (mx + lse)) + 1.f) * m);
+      dl[t] -= m;
+      // dx = dl @ W^T over the K real bins, four accumulator sets (chains K / 4 long)
+      vf d0[kMaxVecs], d1[kMaxVecs], d2[kMaxVecs], d3[kMaxVecs];
+      for (int64_t v = 0; v < NC; ++v) d0[v] = d1[v] = d2[v] = d3[v] = vf{};
+      int64_t k = 0;
+      for (; k + 4 <= K; k += 4) {
+        const vf s0 = splat(dl[k]), s1 = splat(dl[k + 1]), s2 = splat(dl[k + 2]), s3 = splat(dl[k + 3]);
+        const float* wr = d.wt.data() + k * C;
+        for (int64_t v = 0; v < NC; ++v) {
+          d0[v] += s0 * load(wr + v * VL);
+          d1[v] += s1 * load(wr + C + v * VL);
+          d2[v] += s2 * load(wr + 2 * C + v * VL);
+          d3[v] += s3 * load(wr + 3 * C + v * VL);
+        }
+      }
+      for (; k < K; ++k) {
+        const vf s0 = splat(dl[k]);
+        for (int64_t v = 0; v < NC; ++v) d0[v] += s0 * load(d.wt.data() + k * C + v * VL);
+      }
+      for (int64_t v = 0; v < NC; ++v) store(dxp + r * C + v * VL, (d0[v] + d1[v]) + (d2[v] + d3[v]));
+      std::memcpy(xb.data() + nb * C, xp + r * C, C * sizeof(float));
+      if (++nb == kRowBlock) {
+        dense_ce_flush<KV>(xb.data(), dlb.data(), nb, C, acc);
+        nb = 0;
+      }
+    }
+    if (nb > 0) dense_ce_flush<KV>(xb.data(), dlb.data(), nb, C, acc);
+  });
+}
+
+// The kernels are templates on KV, the logit vectors per row, so that the accumulators stay in
+// registers. Only a few widths are built (each costs compile time on first use); a bin count
+// takes the next one up, the extra lanes padded like the rest: 65 bins (the distograms) are
+// exactly 5 / 9 / 17 vectors with AVX-512 / AVX2 / SSE, the orientation heads' 25 and 13
+// bins 2 and 1 with AVX-512.
+#define FOLDNET_FOR_KV(X) X(1) X(2) X(5) X(9) X(17)
+static_assert(kMaxKV == 17, "FOLDNET_FOR_KV ends at kMaxKV");
+
+inline int64_t padded_kv(int64_t K) {
+  const int64_t kv = (K + VL - 1) / VL;
+  for (int64_t w : {1, 2, 5, 9, 17})
+    if (kv <= w) return w;
+  return kv;  // > kMaxKV: rejected by ce_shapes_ok
+}
+
+inline bool ce_shapes_ok(int64_t B, int64_t C, int64_t K, int64_t xs, int64_t rows, int64_t ls) {
+  return B >= 1 && rows % B == 0 && C % VL == 0 && C / VL <= kMaxVecs && K >= 1 &&
+         (K + VL - 1) / VL <= kMaxKV && xs == rows * C && ls == rows;
+}
+
+ffi::Error DenseCeFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
+                      ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::S32> labels, ffi::Buffer<ffi::F32> mask,
+                      ffi::ResultBuffer<ffi::F32> out) {
+  const int64_t B = out->element_count(), K = bias.element_count();
+  const int64_t C = K > 0 ? kernel.element_count() / K : 0;
+  const int64_t rows = mask.element_count();
+  if (!ce_shapes_ok(B, C, K, x.element_count(), rows, labels.element_count()))
+    return ffi::Error::InvalidArgument("foldnet dense_ce: unsupported channel/bin count or shapes");
+  const DenseCeShape sh{B, rows / B, C, K};
+  const int64_t KV = padded_kv(K);
+  const DenseCeWeights d(kernel.typed_data(), bias.typed_data(), C, K, KV);
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(fixed_workers(pool), rows / 256));
+  // per worker and example, in double; the final sum runs in a fixed order
+  std::vector<double> partial(static_cast<size_t>(workers * B), 0.0);
+  std::atomic<bool> bad{false};
+  switch (KV) {
+#define FOLDNET_CASE(N)                                                                                     \
+  case N:                                                                                                   \
+    dense_ce_fwd<N>(pool, sh, d, x.typed_data(), labels.typed_data(), mask.typed_data(), workers, partial.data(), \
+                    &bad);                                                                                  \
+    break;
+    FOLDNET_FOR_KV(FOLDNET_CASE)
+#undef FOLDNET_CASE
+  }
+  if (bad) return ffi::Error::InvalidArgument("foldnet dense_ce: a label outside [0, K)");
+  for (int64_t b = 0; b < B; ++b) {
+    double s = 0.0;
+    for (int64_t wk = 0; wk < workers; ++wk) s += partial[wk * B + b];
+    out->typed_data()[b] = static_cast<float>(s);
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error DenseCeBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
+                      ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::S32> labels, ffi::Buffer<ffi::F32> mask,
+                      ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dkernel,
+                      ffi::ResultBuffer<ffi::F32> dbias) {
+  const int64_t B = g.element_count(), K = bias.element_count();
+  const int64_t C = K > 0 ? kernel.element_count() / K : 0;
+  const int64_t rows = mask.element_count();
+  if (!ce_shapes_ok(B, C, K, x.element_count(), rows, labels.element_count()))
+    return ffi::Error::InvalidArgument("foldnet dense_ce: unsupported channel/bin count or shapes");
+  const DenseCeShape sh{B, rows / B, C, K};
+  const int64_t KV = padded_kv(K), KP = KV * VL;
+  const DenseCeWeights d(kernel.typed_data(), bias.typed_data(), C, K, KV);
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(fixed_workers(pool), rows / 256));
+  // per worker: dW [C][KP] then dbias [KP], in double (blocks of kRowBlock rows are summed
+  // in f32 registers first); reduced over workers in a fixed order
+  std::vector<double> partial(static_cast<size_t>(workers * (C + 1) * KP), 0.0);
+  std::atomic<bool> bad{false};
+  switch (KV) {
+#define FOLDNET_CASE(N)                                                                                     \
+  case N:                                                                                                   \
+    dense_ce_bwd<N>(pool, sh, d, x.typed_data(), labels.typed_data(), mask.typed_data(), g.typed_data(),    \
+                    dx->typed_data(), workers, partial.data(), &bad);                                       \
+    break;
+    FOLDNET_FOR_KV(FOLDNET_CASE)
+#undef FOLDNET_CASE
+  }
+  if (bad) return ffi::Error::InvalidArgument("foldnet dense_ce: a label outside [0, K)");
+  float *dkp = dkernel->typed_data(), *dbp = dbias->typed_data();
+  for (int64_t c = 0; c <= C; ++c)
+    for (int64_t k = 0; k < K; ++k) {
+      double s = 0.0;
+      for (int64_t wk = 0; wk < workers; ++wk) s += partial[wk * (C + 1) * KP + c * KP + k];
+      (c < C ? dkp[c * K + k] : dbp[k]) = static_cast<float>(s);
+    }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 extern "C" int foldnet_vector_width() { return VL; }
@@ -801,3 +1062,26 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_conv2d_wgrad, Conv2dWgrad,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dbias
                                   .Attr<int64_t>("dh")
                                   .Attr<int64_t>("dw"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_dense_ce_fwd, DenseCeFwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x [B, P, C]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // kernel [C, K]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias [K]
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // labels [B, P]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // mask [B, P]
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // [B]
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_dense_ce_bwd, DenseCeBwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // g [B]
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dx
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dkernel
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // dbias

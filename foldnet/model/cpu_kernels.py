@@ -9,6 +9,8 @@
   forward and input gradient as Winograd F(2x2, 3x3): 2.25x fewer multiply-adds.
 * ``norm_elu_mask``: ``elu(LayerNorm(x) * scale + bias) * mask`` (the residual blocks'
   pre-activation; ELU optional) in one pass each way.
+* ``dense_masked_nll``: a dense layer's logits -> masked cross-entropy summed per example
+  (the pair heads' training loss), forward and backward without materialising the logits.
 * ``residual_block``: the whole 2D ``ResidualBlock`` as one custom VJP over those kernels,
   so that XLA cannot re-fuse the residual stream into every consumer.
 
@@ -40,7 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
-_TARGETS = ("foldnet_conv2d_fwd", "foldnet_conv2d_wgrad", "foldnet_norm_elu_fwd", "foldnet_norm_elu_bwd")
+_TARGETS = ("foldnet_conv2d_fwd", "foldnet_conv2d_wgrad", "foldnet_norm_elu_fwd", "foldnet_norm_elu_bwd",
+            "foldnet_dense_ce_fwd", "foldnet_dense_ce_bwd")
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
 
 
@@ -141,6 +144,13 @@ def available() -> bool:
 def norm_elu_supported(channels: int) -> bool:
     """Whether ``norm_elu_mask`` handles this channel count (a multiple of the vector width, <= 16 vectors)."""
     return available() and channels % _load() == 0 and channels <= 16 * _load()
+
+
+def dense_ce_supported(channels: int, bins: int) -> bool:
+    """Whether ``dense_masked_nll`` handles this input width and bin count (channels a multiple
+    of the vector width, <= 16 vectors; bins <= 17 vectors: 65 bins even with SSE)."""
+    return (available() and channels % _load() == 0 and channels <= 16 * _load()
+            and 1 <= bins <= 17 * _load())
 
 
 def _require() -> None:
@@ -302,3 +312,42 @@ def _block_bwd(dilation, epsilon, res, g):
 
 
 residual_block.defvjp(_block_fwd, _block_bwd)
+
+
+# ------------------------------------------------------------------ dense -> masked cross-entropy
+
+
+def _ffi_dense_ce(x, kernel, bias, labels, mask):
+    _require()
+    return jax.ffi.ffi_call("foldnet_dense_ce_fwd", jax.ShapeDtypeStruct(x.shape[:1], jnp.float32),
+                            vmap_method="sequential")(x, kernel, bias, labels, mask)
+
+
+@jax.custom_vjp
+def dense_masked_nll(x, kernel, bias, labels, mask):
+    """Per-example sum of mask * cross-entropy of the logits ``x @ kernel + bias``, f32.
+
+    x [B, P, C], kernel [C, K], bias [K], labels [B, P] int32 in [0, K), mask [B, P]
+    (constant: zero cotangent). Returns [B]: ``sum_p mask * (logsumexp(l_p) - l_p[label_p])``
+    over the rows with mask != 0 (others contribute 0, whatever their values). Equals the
+    dense layer followed by ``log_softmax`` and a one-hot pick to float rounding (the sums
+    accumulate in double); the backward pass recomputes the logits row by row instead of
+    keeping [B, P, K] of them. Needs ``dense_ce_supported(C, K)``.
+    """
+    return _ffi_dense_ce(x, kernel, bias, labels, mask)
+
+
+def _dense_nll_fwd(x, kernel, bias, labels, mask):
+    return _ffi_dense_ce(x, kernel, bias, labels, mask), (x, kernel, bias, labels, mask)
+
+
+def _dense_nll_bwd(res, g):
+    x, kernel, bias, labels, mask = res
+    out = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(kernel.shape, jnp.float32),
+           jax.ShapeDtypeStruct(bias.shape, jnp.float32))
+    dx, dkernel, dbias = jax.ffi.ffi_call("foldnet_dense_ce_bwd", out, vmap_method="sequential")(
+        x, kernel, bias, labels, mask, g)
+    return dx, dkernel, dbias, None, jnp.zeros_like(mask)
+
+
+dense_masked_nll.defvjp(_dense_nll_fwd, _dense_nll_bwd)

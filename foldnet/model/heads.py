@@ -11,6 +11,8 @@ the model averages over the batch. Logits, softmax and losses are float32.
 
 from __future__ import annotations
 
+from typing import NamedTuple, Union
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,7 +20,9 @@ import numpy as np
 
 from foldnet.common import residue_constants as rc
 from foldnet.geometry.dihedral import bond_angle, dihedral
+from foldnet.model import cpu_kernels
 from foldnet.model.config import ModelConfig
+from foldnet.model.layers import KernelParams
 from foldnet.model.precision import Policy
 
 TORSION_NAMES = ("phi", "psi", "omega")
@@ -61,6 +65,53 @@ def torsion_circular_mean(logits: jnp.ndarray) -> jnp.ndarray:
     return jnp.arctan2(s, c)
 
 
+class DenseLogits(NamedTuple):
+    """Pair logits ``x @ kernel + bias`` not yet computed (``FoldNet(..., defer_pair_logits=True)``).
+
+    The training loss only needs each pair's cross-entropy: on CPU, ``masked_ce`` hands
+    these to foldnet's fused dense -> cross-entropy kernel (``cpu_kernels.dense_masked_nll``),
+    which never writes the [B, N, N, bins] logits, their softmax or their gradient (XLA's
+    version of the distogram head and its loss was ~15 % of the base network's training
+    step at crop 128). ``logits()`` gives the array wherever one is needed.
+    """
+
+    x: jnp.ndarray  # [B, N, N, C] f32 head input (already symmetrised where the head is)
+    kernel: jnp.ndarray  # [C, bins]
+    bias: jnp.ndarray  # [bins]
+
+    def logits(self) -> jnp.ndarray:
+        return jnp.dot(self.x, self.kernel) + self.bias
+
+
+Logits = Union[jnp.ndarray, DenseLogits]
+
+# Whether pair heads may defer their logits to the fused CPU kernel (read at trace time;
+# tests switch it off to compare against XLA's dense layer + log_softmax).
+USE_CPU_KERNELS = True
+
+
+def _defer_ok(x: jnp.ndarray, bins: int) -> bool:
+    return (USE_CPU_KERNELS and jax.default_backend() == "cpu" and x.dtype == jnp.float32
+            and cpu_kernels.dense_ce_supported(x.shape[-1], bins))
+
+
+def masked_ce(logits: Logits, labels: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+    """``_masked_ce`` of each example: [B] from logits [B, ..., bins] (or ``DenseLogits``),
+    labels and mask [B, ...]."""
+    if isinstance(logits, DenseLogits):
+        b, c = logits.x.shape[0], logits.x.shape[-1]
+        mask = mask.astype(jnp.float32).reshape(b, -1)
+        total = cpu_kernels.dense_masked_nll(logits.x.reshape(b, -1, c), logits.kernel, logits.bias,
+                                             labels.astype(jnp.int32).reshape(b, -1), mask)
+        return total / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+    return jax.vmap(_masked_ce)(logits, labels, mask)
+
+
+def materialize(outputs: dict) -> dict:
+    """The model outputs with every ``DenseLogits`` computed into an array."""
+    return {k: v.logits() if isinstance(v, DenseLogits) else v for k, v in outputs.items()}
+
+
 def _masked_ce(logits: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
     """Masked mean cross-entropy over all leading axes of one example (scalar f32)."""
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -84,8 +135,8 @@ class DistogramHead(nn.Module):
     output_key = "dist_logits"
 
     @nn.compact
-    def __call__(self, pair: jnp.ndarray) -> dict:
-        return {self.output_key: _pair_logits(pair, rc.NUM_DIST_BINS, self.policy, "logits", True)}
+    def __call__(self, pair: jnp.ndarray, defer: bool = False) -> dict:
+        return {self.output_key: _pair_logits(pair, rc.NUM_DIST_BINS, self.policy, "logits", True, defer)}
 
     @staticmethod
     def loss(outputs: dict, batch: dict, config: ModelConfig) -> dict:
@@ -99,16 +150,14 @@ class DistogramHead(nn.Module):
           {"distogram_loss": [B]}.
         """
 
-        def one(logits, dist, pmask, ri):
+        def targets(dist, pmask, ri):
             sep = jnp.abs(ri[None, :] - ri[:, None])
             mask = pmask * (sep >= config.distogram_min_separation)
             dist = jnp.where(pmask > 0, dist, 0.0)
-            return _masked_ce(logits, distance_to_bin(dist), mask)
+            return distance_to_bin(dist), mask
 
-        per_ex = jax.vmap(one)(
-            outputs["dist_logits"], batch["cb_dist"], batch["pair_mask"], batch["residue_index"]
-        )
-        return {"distogram_loss": per_ex}
+        labels, mask = jax.vmap(targets)(batch["cb_dist"], batch["pair_mask"], batch["residue_index"])
+        return {"distogram_loss": masked_ce(outputs["dist_logits"], labels, mask)}
 
 
 class TorsionHead(nn.Module):
@@ -160,16 +209,21 @@ class TorsionHead(nn.Module):
 # -- free supervision from the coordinates: CA distogram, orientations, secondary structure --
 
 
-def _pair_logits(pair: jnp.ndarray, bins: int, policy: Policy, name: str, symmetric: bool) -> jnp.ndarray:
+def _pair_logits(pair: jnp.ndarray, bins: int, policy: Policy, name: str, symmetric: bool,
+                 defer: bool = False) -> Logits:
     """Dense logits [B, N, N, bins] of the pair representation; symmetric: (x + x^T) / 2.
 
     The dense layer is affine, so symmetrising its input ((p + p^T) / 2, channels_2d wide)
     gives the same logits as symmetrising its output (bins wide) with fewer values moved,
-    forward and backward.
+    forward and backward. ``defer``: return ``DenseLogits`` (same parameters) where the
+    fused CPU loss kernel takes them.
     """
     x = pair.astype(policy.output_dtype)
     if symmetric:
         x = 0.5 * (x + jnp.swapaxes(x, 1, 2))
+    if defer and _defer_ok(x, bins):
+        kernel, bias = KernelParams(bins, (), policy.param_dtype, name=name)(x.shape[-1])
+        return DenseLogits(x, kernel, bias)
     return nn.Dense(bins, dtype=policy.output_dtype, param_dtype=policy.param_dtype, name=name)(x)
 
 
@@ -190,8 +244,8 @@ class CaDistogramHead(nn.Module):
     policy: Policy
 
     @nn.compact
-    def __call__(self, pair: jnp.ndarray) -> dict:
-        return {"ca_dist_logits": _pair_logits(pair, rc.NUM_DIST_BINS, self.policy, "logits", True)}
+    def __call__(self, pair: jnp.ndarray, defer: bool = False) -> dict:
+        return {"ca_dist_logits": _pair_logits(pair, rc.NUM_DIST_BINS, self.policy, "logits", True, defer)}
 
     @staticmethod
     def loss(outputs: dict, batch: dict, config: ModelConfig) -> dict:
@@ -202,7 +256,7 @@ class CaDistogramHead(nn.Module):
         ri = batch["residue_index"]
         sep = jnp.abs(ri[:, None, :] - ri[:, :, None])
         mask = m[:, :, None] * m[:, None, :] * (sep >= config.distogram_min_separation)
-        per_ex = jax.vmap(_masked_ce)(outputs["ca_dist_logits"], distance_to_bin(jnp.where(mask > 0, d, 0.0)), mask)
+        per_ex = masked_ce(outputs["ca_dist_logits"], distance_to_bin(jnp.where(mask > 0, d, 0.0)), mask)
         return {"ca_distogram_loss": per_ex}
 
 
@@ -252,9 +306,9 @@ class OrientationHead(nn.Module):
     policy: Policy
 
     @nn.compact
-    def __call__(self, pair: jnp.ndarray) -> dict:
+    def __call__(self, pair: jnp.ndarray, defer: bool = False) -> dict:
         return {
-            f"orient_{k}_logits": _pair_logits(pair, nb, self.policy, k, symmetric=(k == "omega"))
+            f"orient_{k}_logits": _pair_logits(pair, nb, self.policy, k, symmetric=(k == "omega"), defer=defer)
             for k, nb in rc.ORIENTATION_NUM_BINS.items()
         }
 
@@ -263,7 +317,7 @@ class OrientationHead(nn.Module):
         """{"orientation_loss": [B]} (mean of the three) and "orient_<angle>_loss" [B] each."""
         bins, mask = orientation_targets(batch["atom_positions"], batch["atom_mask"])
         mask = mask * batch["pair_mask"].astype(jnp.float32)
-        out = {f"orient_{k}_loss": jax.vmap(_masked_ce)(outputs[f"orient_{k}_logits"], bins[k], mask) for k in bins}
+        out = {f"orient_{k}_loss": masked_ce(outputs[f"orient_{k}_logits"], bins[k], mask) for k in bins}
         out["orientation_loss"] = sum(out.values()) / len(bins)
         return out
 
@@ -285,4 +339,4 @@ class SecondaryStructureHead(nn.Module):
     @staticmethod
     def loss(outputs: dict, batch: dict, config: ModelConfig) -> dict:
         """{"ss_loss": [B]}: masked CE against the batch's DSSP states ("ss8", "ss_mask")."""
-        return {"ss_loss": jax.vmap(_masked_ce)(outputs["ss8_logits"], batch["ss8"], batch["ss_mask"])}
+        return {"ss_loss": masked_ce(outputs["ss8_logits"], batch["ss8"], batch["ss_mask"])}

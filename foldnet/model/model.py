@@ -17,10 +17,12 @@ import jax.numpy as jnp
 from foldnet.model.config import ModelConfig
 from foldnet.model.heads import (
     CaDistogramHead,
+    DenseLogits,
     DistogramHead,
     OrientationHead,
     SecondaryStructureHead,
     TorsionHead,
+    materialize,
 )
 from foldnet.model.precision import get_policy
 from foldnet.model.resnet1d import ResNet1D
@@ -37,12 +39,14 @@ class FoldNet(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, batch: dict, *, train: bool) -> dict:
+    def __call__(self, batch: dict, *, train: bool, defer_pair_logits: bool = False) -> dict:
         """Run the network on a loader batch (see docs/design.md for the contract).
 
         Args:
           batch: dict with aatype, profile, has_profile, residue_index, seq_mask [B, N ...].
           train: enables dropout (then the "dropout" RNG stream is required).
+          defer_pair_logits: the pair heads may return ``heads.DenseLogits`` instead of
+            arrays, for ``head_losses`` only (the fused CPU cross-entropy; ``loss_fn``).
         Returns:
           float32 logits: "dist_logits" [B, N, N, 65] (symmetric) when the distogram
           head is built; "phi_logits", "psi_logits" (+ "omega_logits") [B, N, 36]
@@ -60,13 +64,14 @@ class FoldNet(nn.Module):
             out.update(SecondaryStructureHead(cfg, policy, name="ss_head")(emb))
         if cfg.distogram_weight > 0 or cfg.ca_distogram_weight > 0 or cfg.orientation_weight > 0:
             pair = ResNet2D(cfg, policy, name="trunk_2d")(emb, batch, train=train)
+            defer = defer_pair_logits
             if cfg.distogram_weight > 0:
-                out.update(DistogramHead(cfg, policy, name="distogram_head")(pair))
+                out.update(DistogramHead(cfg, policy, name="distogram_head")(pair, defer))
             if cfg.ca_distogram_weight > 0:
-                out.update(CaDistogramHead(cfg, policy, name="ca_distogram_head")(pair))
+                out.update(CaDistogramHead(cfg, policy, name="ca_distogram_head")(pair, defer))
             if cfg.orientation_weight > 0:
-                out.update(OrientationHead(cfg, policy, name="orientation_head")(pair))
-        return {k: v.astype(jnp.float32) for k, v in out.items()}
+                out.update(OrientationHead(cfg, policy, name="orientation_head")(pair, defer))
+        return {k: v if isinstance(v, DenseLogits) else v.astype(jnp.float32) for k, v in out.items()}
 
 
 def build_model(cfg: ModelConfig) -> FoldNet:
@@ -119,11 +124,15 @@ def loss_fn(
     Returns:
       (scalar f32 loss, aux) where aux holds [B] per-example losses per head and
       "loss_per_example", plus "outputs" (the model outputs).
+
+    The losses take the pair heads' deferred logits (the fused CPU cross-entropy, where it
+    applies); ``aux["outputs"]`` computes them as arrays, which costs nothing under ``jit``
+    when the caller drops them (the training step does).
     """
     rngs = {"dropout": rng} if train else {}
-    outputs = model.apply({"params": params}, batch, train=train, rngs=rngs)
+    outputs = model.apply({"params": params}, batch, train=train, rngs=rngs, defer_pair_logits=True)
     aux = head_losses(model.config, outputs, batch)
-    aux["outputs"] = outputs
+    aux["outputs"] = materialize(outputs)
     return jnp.mean(aux["loss_per_example"]), aux
 
 
