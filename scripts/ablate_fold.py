@@ -32,8 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from foldnet.cli.runtime import use_all_cpu_cores  # noqa: E402
+from foldnet.cli.runtime import retain_freed_memory, use_all_cpu_cores  # noqa: E402
 
+retain_freed_memory()  # XLA's per-step buffers reused, not page-faulted in again
 use_all_cpu_cores()  # as the CLIs do: restarts split over the cores
 
 import jax  # noqa: E402

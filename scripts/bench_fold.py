@@ -42,9 +42,10 @@ from foldnet.data.proteinnet import iter_proteinnet  # noqa: E402
 from foldnet.geometry import build_backbone, internal_coordinates  # noqa: E402
 from foldnet.structure import FoldConfig, fold, true_distributions  # noqa: E402
 from foldnet.metrics import rmsd, tm_score  # noqa: E402
-from foldnet.cli.runtime import use_all_cpu_cores  # noqa: E402
+from foldnet.cli.runtime import retain_freed_memory, use_all_cpu_cores  # noqa: E402
 from foldnet.structure.fold import restart_mesh  # noqa: E402
 
+retain_freed_memory()  # XLA's per-step buffers reused, not page-faulted in again
 use_all_cpu_cores()  # as the CLIs do: one CPU device per core
 
 

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -43,8 +44,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from bench_train import bench_step, cpu_kernels, median_seconds, real_batch  # noqa: E402
+from foldnet.cli.runtime import retain_freed_memory  # noqa: E402
 from foldnet.common import atomic, paths  # noqa: E402
 from foldnet.model import PRESETS, build_model  # noqa: E402
+
+
+RETAINED = retain_freed_memory()  # already applied by bench_train's import; True when it took
 
 
 def matmul_flops_per_s(n: int = 2048, reps: int = 5) -> float:
@@ -54,6 +59,14 @@ def matmul_flops_per_s(n: int = 2048, reps: int = 5) -> float:
     f = jax.jit(jnp.dot)
     f(a, b).block_until_ready()
     return 2.0 * n**3 / median_seconds(lambda: f(a, b).block_until_ready(), reps)
+
+
+def faults_per_step(run, n: int = 3) -> float:
+    """Minor page faults per call of ``run`` (memory the kernel had to map and zero again)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        run()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / n
 
 
 def peer_ms(python: str, script: Path, which: str, crop: int, batch: int, steps: int) -> float:
@@ -140,6 +153,10 @@ def to_markdown(res: dict) -> str:
             f"{r['foldnet_float32_gflops']:.1f} | {r['fraction_of_matmul']:.2f} | "
             f"{r.get('fraction_of_matmul_xla', float('nan')):.2f} |"
         )
+    if any("foldnet_float32_page_faults_per_step" in r for r in res["train"]):
+        faults = ", ".join(f"{r['foldnet_float32_page_faults_per_step']:.0f} at crop {r['crop']}" for r in res["train"])
+        lines += ["", f"Minor page faults per foldnet f32 step: {faults} (glibc keeps freed memory for reuse: "
+                  f"{'yes' if meta.get('retain_freed_memory') else 'no'}; `foldnet.cli.runtime.retain_freed_memory`)."]
     if res.get("forward"):
         lines += ["", "Network forward, one 300-residue chain (base preset, random weights):", "",
                   "| dtype | kernels | first call (compile + run, s) | run (s) |", "|---|---|---:|---:|"]
@@ -205,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             row[f"foldnet_{dt}_gflops"] = s["flops"] / (row[f"foldnet_{dt}_ms"] / 1e3) / 1e9
             row[f"foldnet_{dt}_compile_s"] = s["compile_s"]
         row["step_gflop"] = steps["float32"]["flops"] / 1e9
+        row["foldnet_float32_page_faults_per_step"] = faults_per_step(steps["float32"]["run"])
         for which in args.peers:
             row[f"{which}_ms"] = float(np.median(times[which]))
         row["fraction_of_matmul"] = row["foldnet_float32_gflops"] * 1e9 / mm
@@ -222,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
             "peers": ", ".join(f"{k} {v}" for k, v in versions.items()) or "none",
             "batch": args.batch, "rounds": args.rounds, "steps": args.steps,
             "matmul_gflops": mm / 1e9,
+            # applied at import (bench_train), before JAX started: see foldnet.cli.runtime
+            "retain_freed_memory": RETAINED,
             "load_start": load_start,
             "load_end": "%.1f" % os.getloadavg()[0],
             "note": args.note or "load averages include this benchmark itself",

@@ -34,14 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from foldnet.cli.runtime import use_all_cpu_cores  # noqa: E402
+from foldnet.cli.runtime import retain_freed_memory, use_all_cpu_cores  # noqa: E402
 
+retain_freed_memory()  # XLA's per-step buffers reused, not page-faulted in again
 use_all_cpu_cores()  # as `foldnet train` does: one CPU device per core
 
 from foldnet.common import atomic, geometry_np, paths  # noqa: E402
 from foldnet.data.proteinnet import iter_proteinnet  # noqa: E402
 from foldnet.model import PRESETS, count_params  # noqa: E402
-from foldnet.model import conv as fconv, layers  # noqa: E402
+from foldnet.model import conv as fconv, heads, layers  # noqa: E402
 from foldnet.train.optim import OptimConfig  # noqa: E402
 from foldnet.train.state import create_train_state  # noqa: E402
 from foldnet.train.parallel import ParallelConfig, parallelize_train_step, resolve  # noqa: E402
@@ -87,12 +88,12 @@ def median_seconds(fn, n: int) -> float:
 def cpu_kernels(on: bool):
     """foldnet's CPU kernels on or off for the programs traced inside (the switches are read at
     trace time), so one process can time the step with and without them."""
-    old = (fconv.USE_CPU_KERNELS, layers.USE_CPU_KERNELS)
-    fconv.USE_CPU_KERNELS = layers.USE_CPU_KERNELS = on
+    old = (fconv.USE_CPU_KERNELS, layers.USE_CPU_KERNELS, heads.USE_CPU_KERNELS)
+    fconv.USE_CPU_KERNELS = layers.USE_CPU_KERNELS = heads.USE_CPU_KERNELS = on
     try:
         yield
     finally:
-        fconv.USE_CPU_KERNELS, layers.USE_CPU_KERNELS = old
+        fconv.USE_CPU_KERNELS, layers.USE_CPU_KERNELS, heads.USE_CPU_KERNELS = old
 
 
 def _lower_compile(pstep, state, batch: dict):

@@ -14,7 +14,7 @@ import hydra
 from hydra import compose
 from omegaconf import DictConfig
 
-from foldnet.cli.runtime import use_all_cpu_cores
+from foldnet.cli.runtime import retain_freed_memory, use_all_cpu_cores
 from foldnet.common.paths import config_dir
 
 _CONFIGS = config_dir()
@@ -114,6 +114,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    retain_freed_memory()  # XLA's per-step buffers reused, not page-faulted in again
     use_all_cpu_cores()  # training batches and folding restarts split across the cores
     _app()
 

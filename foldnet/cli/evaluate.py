@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from foldnet.common.paths import config_dir
 from foldnet.cli.common import quiet_logs, user_errors
-from foldnet.cli.runtime import use_all_cpu_cores
+from foldnet.cli.runtime import retain_freed_memory, use_all_cpu_cores
 from foldnet.inference.config import register_configs, to_config
 from foldnet.inference.evaluate import EvaluateConfig, evaluate
 
@@ -45,6 +45,7 @@ def _f(v) -> str:
 
 def main() -> None:
     """Console entry point (``foldnet evaluate key=value ...``)."""
+    retain_freed_memory()  # XLA's per-step buffers reused, not page-faulted in again
     use_all_cpu_cores()  # folding restarts split across the cores
     _app()
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from foldnet.common.paths import config_dir
 from foldnet.cli.common import quiet_logs, user_errors
-from foldnet.cli.runtime import use_all_cpu_cores
+from foldnet.cli.runtime import retain_freed_memory, use_all_cpu_cores
 from foldnet.train.config import register_configs
 
 _CONFIGS = config_dir()
@@ -28,6 +28,7 @@ def _app(cfg: DictConfig) -> None:
     from foldnet.train.loop import NonFiniteLossError, train
 
     quiet_logs()  # XLA backend probing, orbax's per-save INFO lines
+    retain_freed_memory()  # XLA's per-step buffers reused, not page-faulted in again
     use_all_cpu_cores()  # parallel=auto then splits each batch over the cores
     try:
         with user_errors("train"):
