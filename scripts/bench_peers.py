@@ -43,13 +43,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from bench_train import bench_step, cpu_kernels, median_seconds, real_batch  # noqa: E402
-from foldnet.cli.runtime import retain_freed_memory  # noqa: E402
+from bench_train import RETAINED, bench_step, cpu_kernels, median_seconds, real_batch  # noqa: E402
 from foldnet.common import atomic, paths  # noqa: E402
 from foldnet.model import PRESETS, build_model  # noqa: E402
-
-
-RETAINED = retain_freed_memory()  # already applied by bench_train's import; True when it took
 
 
 def matmul_flops_per_s(n: int = 2048, reps: int = 5) -> float:
@@ -240,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
             "peers": ", ".join(f"{k} {v}" for k, v in versions.items()) or "none",
             "batch": args.batch, "rounds": args.rounds, "steps": args.steps,
             "matmul_gflops": mm / 1e9,
-            # applied at import (bench_train), before JAX started: see foldnet.cli.runtime
+            # applied by bench_train's import, before JAX started: see foldnet.cli.runtime
             "retain_freed_memory": RETAINED,
             "load_start": load_start,
             "load_end": "%.1f" % os.getloadavg()[0],

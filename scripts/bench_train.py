@@ -36,7 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from foldnet.cli.runtime import retain_freed_memory, use_all_cpu_cores  # noqa: E402
 
-retain_freed_memory()  # XLA's per-step buffers reused, not page-faulted in again
+RETAINED = retain_freed_memory()  # XLA's per-step buffers reused, not page-faulted in again
 use_all_cpu_cores()  # as `foldnet train` does: one CPU device per core
 
 from foldnet.common import atomic, geometry_np, paths  # noqa: E402

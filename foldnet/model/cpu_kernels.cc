@@ -120,6 +120,12 @@ int64_t fixed_workers(const ffi::ThreadPool& pool) {
   return std::max<int64_t>(1, pool.num_threads());
 }
 
+// fixed_workers for a reduction over n rows, with at least 256 rows each (fewer workers
+// for small inputs: a share's partial sums are not worth the pool round trip).
+int64_t row_workers(const ffi::ThreadPool& pool, int64_t n) {
+  return std::max<int64_t>(1, std::min<int64_t>(fixed_workers(pool), n / 256));
+}
+
 // ---------------------------------------------------------------- forward
 
 // One tile: NP (<= P) output pixels starting at column w0 of output row (b, h), output
@@ -699,7 +705,7 @@ ffi::Error NormEluBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   // same pass.
   const float* ap = acc.element_count() == 0 ? nullptr : acc.typed_data();
   float* dxp = dx->typed_data();
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(fixed_workers(pool), n / 256));
+  const int64_t workers = row_workers(pool, n);
   std::vector<float> partial(static_cast<size_t>(workers) * 2 * C, 0.f);
   parallel_for(&pool, workers, workers, [&](int64_t w) {
     vf xv[kMaxVecs], xh[kMaxVecs], dxh[kMaxVecs], ds[kMaxVecs], db[kMaxVecs];
@@ -767,7 +773,7 @@ constexpr int kMaxKV = 17;  // logit vectors per row (K up to 17 * VL: 65 bins e
 constexpr int kRowBlock = 64;  // rows per filter-gradient block (summed in f32, then into double)
 
 struct DenseCeShape {
-  int64_t B, P, C, K;
+  int64_t B, P, C, K, KV;  // KV: logit vectors per row (padded_kv)
 };
 
 // The padded weights: w [C][KV * VL] (zero columns), wt its transpose [KV * VL][C], bias with
@@ -932,30 +938,35 @@ inline int64_t padded_kv(int64_t K) {
   const int64_t kv = (K + VL - 1) / VL;
   for (int64_t w : {1, 2, 5, 9, 17})
     if (kv <= w) return w;
-  return kv;  // > kMaxKV: rejected by ce_shapes_ok
+  return kv;  // > kMaxKV: rejected by dense_ce_shape
 }
 
-inline bool ce_shapes_ok(int64_t B, int64_t C, int64_t K, int64_t xs, int64_t rows, int64_t ls) {
-  return B >= 1 && rows % B == 0 && C % VL == 0 && C / VL <= kMaxVecs && K >= 1 &&
-         (K + VL - 1) / VL <= kMaxKV && xs == rows * C && ls == rows;
+// The call's shapes from its buffers' sizes (B: the per-example buffer's), or false where the
+// kernels do not take them.
+inline bool dense_ce_shape(int64_t B, int64_t x_size, int64_t kernel_size, int64_t K, int64_t rows,
+                           int64_t label_size, DenseCeShape* sh) {
+  const int64_t C = K > 0 ? kernel_size / K : 0;
+  if (!(B >= 1 && rows % B == 0 && C % VL == 0 && C / VL <= kMaxVecs && K >= 1 &&
+        (K + VL - 1) / VL <= kMaxKV && x_size == rows * C && label_size == rows))
+    return false;
+  *sh = DenseCeShape{B, rows / B, C, K, padded_kv(K)};
+  return true;
 }
 
 ffi::Error DenseCeFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::S32> labels, ffi::Buffer<ffi::F32> mask,
                       ffi::ResultBuffer<ffi::F32> out) {
-  const int64_t B = out->element_count(), K = bias.element_count();
-  const int64_t C = K > 0 ? kernel.element_count() / K : 0;
-  const int64_t rows = mask.element_count();
-  if (!ce_shapes_ok(B, C, K, x.element_count(), rows, labels.element_count()))
+  DenseCeShape sh;
+  if (!dense_ce_shape(out->element_count(), x.element_count(), kernel.element_count(), bias.element_count(),
+                      mask.element_count(), labels.element_count(), &sh))
     return ffi::Error::InvalidArgument("foldnet dense_ce: unsupported channel/bin count or shapes");
-  const DenseCeShape sh{B, rows / B, C, K};
-  const int64_t KV = padded_kv(K);
-  const DenseCeWeights d(kernel.typed_data(), bias.typed_data(), C, K, KV);
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(fixed_workers(pool), rows / 256));
+  const int64_t B = sh.B;
+  const DenseCeWeights d(kernel.typed_data(), bias.typed_data(), sh.C, sh.K, sh.KV);
+  const int64_t workers = row_workers(pool, B * sh.P);
   // per worker and example, in double; the final sum runs in a fixed order
   std::vector<double> partial(static_cast<size_t>(workers * B), 0.0);
   std::atomic<bool> bad{false};
-  switch (KV) {
+  switch (sh.KV) {
 #define FOLDNET_CASE(N)                                                                                     \
   case N:                                                                                                   \
     dense_ce_fwd<N>(pool, sh, d, x.typed_data(), labels.typed_data(), mask.typed_data(), workers, partial.data(), \
@@ -977,20 +988,18 @@ ffi::Error DenseCeBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::S32> labels, ffi::Buffer<ffi::F32> mask,
                       ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dkernel,
                       ffi::ResultBuffer<ffi::F32> dbias) {
-  const int64_t B = g.element_count(), K = bias.element_count();
-  const int64_t C = K > 0 ? kernel.element_count() / K : 0;
-  const int64_t rows = mask.element_count();
-  if (!ce_shapes_ok(B, C, K, x.element_count(), rows, labels.element_count()))
+  DenseCeShape sh;
+  if (!dense_ce_shape(g.element_count(), x.element_count(), kernel.element_count(), bias.element_count(),
+                      mask.element_count(), labels.element_count(), &sh))
     return ffi::Error::InvalidArgument("foldnet dense_ce: unsupported channel/bin count or shapes");
-  const DenseCeShape sh{B, rows / B, C, K};
-  const int64_t KV = padded_kv(K), KP = KV * VL;
-  const DenseCeWeights d(kernel.typed_data(), bias.typed_data(), C, K, KV);
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(fixed_workers(pool), rows / 256));
+  const int64_t C = sh.C, K = sh.K, KP = sh.KV * VL;
+  const DenseCeWeights d(kernel.typed_data(), bias.typed_data(), C, K, sh.KV);
+  const int64_t workers = row_workers(pool, sh.B * sh.P);
   // per worker: dW [C][KP] then dbias [KP], in double (blocks of kRowBlock rows are summed
   // in f32 registers first); reduced over workers in a fixed order
   std::vector<double> partial(static_cast<size_t>(workers * (C + 1) * KP), 0.0);
   std::atomic<bool> bad{false};
-  switch (KV) {
+  switch (sh.KV) {
 #define FOLDNET_CASE(N)                                                                                     \
   case N:                                                                                                   \
     dense_ce_bwd<N>(pool, sh, d, x.typed_data(), labels.typed_data(), mask.typed_data(), g.typed_data(),    \
