@@ -16,7 +16,9 @@ from foldnet.geometry import (
     bond_angle,
     build_backbone,
     chain_fragments,
+    chain_frames,
     chain_scan,
+    local_transforms,
     dihedral,
     distance,
     internal_coordinates,
@@ -67,11 +69,11 @@ def test_place_atom_reproduces_internal_coordinates(bond, angle, torsion):
     assert math.cos(math.radians(got - torsion)) == pytest.approx(1.0, abs=1e-8)
 
 
-@pytest.mark.parametrize("method", ["pnerf", "scan"])
+@pytest.mark.parametrize("method", ["frames", "pnerf", "scan"])
 def test_round_trip_true_geometry(chains, method):
-    # coordinates -> torsions + true bonds/angles -> coordinates; the long chain only for pNeRF
-    # (scan is checked against pNeRF elsewhere) to keep compile time down.
-    for p in chains if method == "pnerf" else chains[:1]:
+    # coordinates -> torsions + true bonds/angles -> coordinates; the long chain only for the
+    # parallel builders (scan is checked against them elsewhere) to keep compile time down.
+    for p in chains if method != "scan" else chains[:1]:
         x = jnp.asarray(p.atom_positions)
         xyz, ideal, _ = _round_trip(x, method)
         native = x[:, :3].reshape(-1, 3)
@@ -96,6 +98,27 @@ def test_scan_and_fragments_agree_for_any_fragment_size(chains):
     frag = jax.jit(chain_fragments, static_argnums=1)
     for size in (3, 7, None, 3 * len(p) + 5):  # smallest, odd, default, one fragment
         np.testing.assert_allclose(np.asarray(frag(pts, size)), np.asarray(ref), atol=2e-3)
+
+
+def test_local_transforms_hand_values():
+    # Atom at bond 1.5 A, angle 90 degrees, torsion 0 from the identity frame: it sits at
+    # (0, 1.5, 0); its own frame's x axis points along the new bond, its z axis (the plane
+    # normal e_x x u) stays +z.
+    q, t = local_transforms(jnp.float32(1.5), jnp.float32(math.pi / 2), jnp.float32(0.0))
+    np.testing.assert_allclose(np.asarray(t), [0.0, 1.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(q), [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], atol=1e-6)
+    # Any internal coordinates give a proper rotation whose first column is the unit bond.
+    q, t = local_transforms(jnp.float32(1.33), jnp.float32(2.03), jnp.float32(-1.1))
+    np.testing.assert_allclose(np.asarray(q @ q.T), np.eye(3), atol=1e-6)
+    assert float(jnp.linalg.det(q)) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(np.asarray(q[:, 0] * 1.33), np.asarray(t), atol=1e-6)
+    # and the chain equals the sequential NeRF of the same atoms.
+    rng = np.random.default_rng(0)
+    b = jnp.asarray(rng.uniform(1.2, 1.6, 40).astype(np.float32))
+    a = jnp.asarray(rng.uniform(1.8, 2.2, 40).astype(np.float32))
+    w = jnp.asarray(rng.uniform(-np.pi, np.pi, 40).astype(np.float32))
+    np.testing.assert_allclose(np.asarray(jax.jit(chain_frames)(b, a, w)), np.asarray(jax.jit(chain_scan)(srf_point(b, a, w))),
+                               atol=1e-4)
 
 
 def test_ideal_alpha_helix_and_beta_strand():
@@ -167,10 +190,12 @@ def test_gradients_finite_and_methods_agree(chains):
 
     grad = jax.jit(jax.grad(loss), static_argnums=1)
     g_p = grad(tors + 0.05, "pnerf")
+    g_f = grad(tors + 0.05, "frames")
     g_s = grad(tors + 0.05, "scan")
     assert bool(jnp.all(jnp.isfinite(g_p))) and bool(jnp.all(jnp.isfinite(g_s)))
     assert float(jnp.abs(g_p).max()) > 0
     np.testing.assert_allclose(np.asarray(g_p), np.asarray(g_s), rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(g_f), np.asarray(g_s), rtol=1e-2, atol=1e-3)
 
 
 def test_bad_input_raises():

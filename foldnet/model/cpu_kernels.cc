@@ -1019,6 +1019,136 @@ ffi::Error DenseCeBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------- folding: distogram + clash pair terms
+//
+// The folding potential's pair terms of R structures of one chain, with their gradients,
+// in one pass over the pairs (foldnet/structure/potential.py has the definitions and the
+// jnp reference): for every pair i < j of the M (even) residues, in the packed [M/2, M]
+// layout of potential.pack_pairs (slot i*M + j for i < M/2, else (M-1-i)*M + (M-1-j)),
+//   distogram: w_d * V(d_cb), V the Catmull-Rom spline through the pair's 68 knots
+//              (uniform grid from grid_start, spacing width; held constant outside knots 1..66)
+//   clash:     w_c * (relu(t_ca - d_ca)^2 + relu(t_cb - d_cb)^2)
+// Distances below 0.01 A count as 0.01 A with a zero gradient (the reference's floor).
+// XLA's version gathered the four knots of every pair and restart, then recomputed the
+// spline's slope in each of the four fusions that consume it (the gradient's paths into
+// the two halves of the packed Gram matrices), ~40 % of a folding step.
+
+struct PairShape {
+  int64_t R, M, H;
+};
+
+void pair_terms(const PairShape& sh, int64_t r, const float* cb, const float* ca, const float* knots,
+                const float* wd, const float* wc, float grid_start, float width, float t_ca, float t_cb,
+                double* e_dist, double* e_clash, float* g_dist_cb, float* g_clash_cb, float* g_clash_ca) {
+  const int64_t M = sh.M, H = sh.H;
+  const float* xb = cb + r * M * 3;
+  const float* xa = ca + r * M * 3;
+  float* gd = g_dist_cb + r * M * 3;
+  float* gcb = g_clash_cb + r * M * 3;
+  float* gca = g_clash_ca + r * M * 3;
+  std::fill(gd, gd + M * 3, 0.0f);
+  std::fill(gcb, gcb + M * 3, 0.0f);
+  std::fill(gca, gca + M * 3, 0.0f);
+  const float inv_w = 1.0f / width;
+  double ed = 0.0, ec = 0.0;
+  for (int64_t i = 0; i < M; ++i) {
+    const float bx = xb[3 * i], by = xb[3 * i + 1], bz = xb[3 * i + 2];
+    const float ax = xa[3 * i], ay = xa[3 * i + 1], az = xa[3 * i + 2];
+    float gdi[3] = {0, 0, 0}, gbi[3] = {0, 0, 0}, gai[3] = {0, 0, 0};
+    float edi = 0.0f, eci = 0.0f;  // one row's sums (M terms) in f32, the rows' in double
+    const bool top = i < H;
+    const int64_t base = top ? i * M : (M - 1 - i) * M + (M - 1);
+    for (int64_t j = i + 1; j < M; ++j) {
+      const int64_t slot = top ? base + j : base - j;
+      const float w_d = wd[slot], w_c = wc[slot];
+      if (w_d == 0.0f && w_c == 0.0f) continue;
+      const float dx = xb[3 * j] - bx, dy = xb[3 * j + 1] - by, dz = xb[3 * j + 2] - bz;
+      const float d2 = dx * dx + dy * dy + dz * dz;
+      const bool ok = d2 > 1e-4f;
+      const float d = ok ? std::sqrt(d2) : 0.01f;
+      float dedd = 0.0f;  // dE/dd of this pair's CB distance
+      if (w_d != 0.0f) {
+        const float u_raw = (d - grid_start) * inv_w;
+        const float u = std::min(std::max(u_raw, 1.0f), 66.0f);
+        const int k = static_cast<int>(std::min(std::max(std::floor(u), 1.0f), 65.0f));
+        const float s = u - static_cast<float>(k);
+        const float* q = knots + slot * 68 + (k - 1);
+        const float p0 = q[0], p1 = q[1], p2 = q[2], p3 = q[3];
+        const float c1 = 0.5f * (p2 - p0), c2 = 0.5f * (2.0f * p0 - 5.0f * p1 + 4.0f * p2 - p3),
+                    c3 = 0.5f * (3.0f * p1 - p0 - 3.0f * p2 + p3);
+        edi += w_d * (p1 + s * (c1 + s * (c2 + s * c3)));
+        if (u_raw > 1.0f && u_raw < 66.0f) dedd = w_d * (c1 + s * (2.0f * c2 + 3.0f * s * c3)) * inv_w;
+      }
+      if (ok && dedd != 0.0f) {
+        const float f = dedd / d;
+        const float fx = f * dx, fy = f * dy, fz = f * dz;
+        gd[3 * j] += fx; gd[3 * j + 1] += fy; gd[3 * j + 2] += fz;
+        gdi[0] -= fx; gdi[1] -= fy; gdi[2] -= fz;
+      }
+      if (w_c == 0.0f) continue;
+      if (d < t_cb) {
+        const float v = t_cb - d;
+        eci += w_c * v * v;
+        if (ok) {
+          const float f = -2.0f * w_c * v / d;
+          const float fx = f * dx, fy = f * dy, fz = f * dz;
+          gcb[3 * j] += fx; gcb[3 * j + 1] += fy; gcb[3 * j + 2] += fz;
+          gbi[0] -= fx; gbi[1] -= fy; gbi[2] -= fz;
+        }
+      }
+      const float ex = xa[3 * j] - ax, ey = xa[3 * j + 1] - ay, ez = xa[3 * j + 2] - az;
+      const float a2 = ex * ex + ey * ey + ez * ez;
+      const bool aok = a2 > 1e-4f;
+      const float da = aok ? std::sqrt(a2) : 0.01f;
+      if (da < t_ca) {
+        const float v = t_ca - da;
+        eci += w_c * v * v;
+        if (aok) {
+          const float f = -2.0f * w_c * v / da;
+          const float fx = f * ex, fy = f * ey, fz = f * ez;
+          gca[3 * j] += fx; gca[3 * j + 1] += fy; gca[3 * j + 2] += fz;
+          gai[0] -= fx; gai[1] -= fy; gai[2] -= fz;
+        }
+      }
+    }
+    for (int c = 0; c < 3; ++c) {
+      gd[3 * i + c] += gdi[c];
+      gcb[3 * i + c] += gbi[c];
+      gca[3 * i + c] += gai[c];
+    }
+    ed += edi;
+    ec += eci;
+  }
+  e_dist[r] = ed;
+  e_clash[r] = ec;
+}
+
+ffi::Error PairTerms(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> cb, ffi::Buffer<ffi::F32> ca,
+                     ffi::Buffer<ffi::F32> knots, ffi::Buffer<ffi::F32> wd, ffi::Buffer<ffi::F32> wc,
+                     ffi::ResultBuffer<ffi::F32> energies, ffi::ResultBuffer<ffi::F32> g_dist_cb,
+                     ffi::ResultBuffer<ffi::F32> g_clash_cb, ffi::ResultBuffer<ffi::F32> g_clash_ca,
+                     float grid_start, float width, float t_ca, float t_cb) {
+  const auto dims = cb.dimensions();
+  if (dims.size() != 3 || dims[2] != 3 || dims[1] % 2 != 0 || ca.element_count() != cb.element_count())
+    return ffi::Error::InvalidArgument("foldnet pair_terms: cb and ca must be [R, M, 3] with M even");
+  PairShape sh{dims[0], dims[1], dims[1] / 2};
+  if (wd.element_count() != sh.H * sh.M || wc.element_count() != sh.H * sh.M ||
+      knots.element_count() != sh.H * sh.M * 68 || energies->element_count() != 2 * sh.R)
+    return ffi::Error::InvalidArgument("foldnet pair_terms: weights [M/2, M], knots [M/2 * M * 68], energies [2, R]");
+  std::vector<double> ed(sh.R), ec(sh.R);
+  // Restarts are independent; each writes its own gradient rows, so the split is free.
+  parallel_for(&pool, sh.R, std::min<int64_t>(fixed_workers(pool), sh.R), [&](int64_t r) {
+    pair_terms(sh, r, cb.typed_data(), ca.typed_data(), knots.typed_data(), wd.typed_data(), wc.typed_data(),
+               grid_start, width, t_ca, t_cb, ed.data(), ec.data(), g_dist_cb->typed_data(),
+               g_clash_cb->typed_data(), g_clash_ca->typed_data());
+  });
+  for (int64_t r = 0; r < sh.R; ++r) {
+    energies->typed_data()[r] = static_cast<float>(ed[r]);
+    energies->typed_data()[sh.R + r] = static_cast<float>(ec[r]);
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 extern "C" int foldnet_vector_width() { return VL; }
@@ -1094,3 +1224,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_dense_ce_bwd, DenseCeBwd,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dx
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dkernel
                                   .Ret<ffi::Buffer<ffi::F32>>());  // dbias
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_pair_terms, PairTerms,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cb [R, M, 3]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ca [R, M, 3]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // knots [M/2 * M * 68]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // distogram weights [M/2, M]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // clash weights [M/2, M]
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // energies [2, R]: distogram, clash
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d distogram / d cb [R, M, 3]
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d clash / d cb
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d clash / d ca
+                                  .Attr<float>("grid_start")
+                                  .Attr<float>("width")
+                                  .Attr<float>("t_ca")
+                                  .Attr<float>("t_cb"));

@@ -11,6 +11,8 @@
   pre-activation; ELU optional) in one pass each way.
 * ``dense_masked_nll``: a dense layer's logits -> masked cross-entropy summed per example
   (the pair heads' training loss), forward and backward without materialising the logits.
+* ``pair_terms``: the folding potential's distogram and clash terms of R structures and
+  their coordinate gradients in one pass over the residue pairs (``foldnet.structure``).
 * ``residual_block``: the whole 2D ``ResidualBlock`` as one custom VJP over those kernels,
   so that XLA cannot re-fuse the residual stream into every consumer.
 
@@ -43,7 +45,7 @@ import numpy as np
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 _TARGETS = ("foldnet_conv2d_fwd", "foldnet_conv2d_wgrad", "foldnet_norm_elu_fwd", "foldnet_norm_elu_bwd",
-            "foldnet_dense_ce_fwd", "foldnet_dense_ce_bwd")
+            "foldnet_dense_ce_fwd", "foldnet_dense_ce_bwd", "foldnet_pair_terms")
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
 
 
@@ -351,3 +353,27 @@ def _dense_nll_bwd(res, g):
 
 
 dense_masked_nll.defvjp(_dense_nll_fwd, _dense_nll_bwd)
+
+
+# ------------------------------------------------------------------ folding: distogram + clash pair terms
+
+
+def pair_terms(cb, ca, knots, dist_weight, clash_weight, grid_start: float, width: float, t_ca: float, t_cb: float):
+    """The folding potential's distogram and clash energies of R structures and their
+    coordinate gradients, f32 (not differentiable itself: ``foldnet.structure.potential``
+    wraps it in a custom VJP).
+
+    cb, ca [R, M, 3] (M even), knots [M/2 * M * 68] spline knots in the packed pair layout
+    of ``foldnet.structure.potential`` (grid from ``grid_start``, spacing ``width``),
+    dist_weight and clash_weight [M/2, M]. Returns (energies [2, R]: distogram, clash;
+    d distogram / d cb, d clash / d cb, d clash / d ca, each [R, M, 3]). The energies are
+    ``potential._pair_terms``' with distances taken directly from the coordinate
+    differences (the reference uses Gram matrices: equal to f32 rounding).
+    """
+    _require()
+    r, m, _ = cb.shape
+    grad = jax.ShapeDtypeStruct((r, m, 3), jnp.float32)
+    out = (jax.ShapeDtypeStruct((2, r), jnp.float32), grad, grad, grad)
+    return jax.ffi.ffi_call("foldnet_pair_terms", out, vmap_method="sequential")(
+        cb, ca, knots, dist_weight, clash_weight, grid_start=np.float32(grid_start), width=np.float32(width),
+        t_ca=np.float32(t_ca), t_cb=np.float32(t_cb))

@@ -67,8 +67,9 @@ class FoldConfig:
     clash_ca: float = 3.8
     clash_cb: float = 3.6
     clash_min_separation: int = 2
-    # NeRF chain builder: "pnerf" (parallel fragments) or "scan" (sequential).
-    nerf_method: str = "pnerf"
+    # NeRF chain builder: "frames" (prefix product of per-atom transforms), "pnerf"
+    # (parallel fragments) or "scan" (sequential); all equal to f32 rounding.
+    nerf_method: str = "frames"
     # Split the restarts across the local devices (one per CPU core when the CLI set
     # jax_num_cpu_devices; GPUs/TPUs likewise); False: all restarts on one device.
     shard_restarts: bool = True

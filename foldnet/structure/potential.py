@@ -50,7 +50,6 @@ _FIRST_CENTRE = float(rc.DISTOGRAM_CENTERS[0])
 # Knots of the padded table: index 0 is the repeated front knot at centre_0 - w.
 _GRID_START = _FIRST_CENTRE - _W
 _NUM_KNOTS = rc.NUM_DIST_BINS + 3  # front pad + 64 regular + overflow + 2 end pads
-_NUM_SEGMENTS = _NUM_KNOTS - 3  # cubic pieces between knots k and k+1, k = 1 .. 65
 
 
 def packed_size(length: int) -> tuple[int, int]:
@@ -158,30 +157,31 @@ def laplace_envelope(v: jnp.ndarray, max_slope: float) -> jnp.ndarray:
     return jnp.moveaxis(bwd[::-1], 0, -1)
 
 
-def spline_coefficients(table: jnp.ndarray) -> jnp.ndarray:
-    """Per-segment Catmull-Rom polynomial coefficients of knot values.
+def spline_coefficients(knots: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """Catmull-Rom polynomial coefficients of a segment from its four knots [..., 4].
 
     Catmull & Rom (1974) cubic on a uniform grid: with knots p0..p3 around ``d`` and
     s in [0, 1), ``E = c0 + c1 s + c2 s^2 + c3 s^3`` with ``c0 = p1``, ``c1 = (p2 - p0)/2``,
     ``c2 = (2 p0 - 5 p1 + 4 p2 - p3)/2``, ``c3 = (3 p1 - p0 - 3 p2 + p3)/2``.
-    Storing the four coefficients of a segment side by side makes a lookup one gather of
-    one contiguous row instead of four scattered knots.
 
     Args:
-      table: [..., 68] knot values (``distogram_table``).
+      knots: [..., 4] knot values p0..p3.
     Returns:
-      [..., 65, 4] coefficients of segments k = 1..65 (knot k to k+1).
+      (c0, c1, c2, c3), each [...].
     """
-    k = np.arange(1, _NUM_KNOTS - 2)
-    p0, p1, p2, p3 = table[..., k - 1], table[..., k], table[..., k + 1], table[..., k + 2]
-    return jnp.stack(
-        [p1, 0.5 * (p2 - p0), 0.5 * (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3), 0.5 * (3.0 * p1 - p0 - 3.0 * p2 + p3)],
-        axis=-1,
-    )
+    p0, p1, p2, p3 = knots[..., 0], knots[..., 1], knots[..., 2], knots[..., 3]
+    return p1, 0.5 * (p2 - p0), 0.5 * (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3), 0.5 * (3.0 * p1 - p0 - 3.0 * p2 + p3)
 
 
-def _spline_parts(coef_rows: jnp.ndarray, row: jnp.ndarray, d: jnp.ndarray):
-    """(energy, dE/dd, gathered row index, s) of ``spline_energy``."""
+def _knot_windows(knots: jnp.ndarray, index: jnp.ndarray) -> jnp.ndarray:
+    """``knots[index + 0..3]`` [..., 4]: one gather of a contiguous window per lookup."""
+    dims = lax.GatherDimensionNumbers(offset_dims=(index.ndim,), collapsed_slice_dims=(), start_index_map=(0,))
+    # In bounds by construction (``_spline_parts`` clips the segment), so no clamping.
+    return lax.gather(knots, index[..., None], dims, slice_sizes=(4,), mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
+
+def _spline_parts(knots: jnp.ndarray, row: jnp.ndarray, d: jnp.ndarray):
+    """(energy, dE/dd, gathered window start, s) of ``spline_energy``."""
     u_raw = (d - _GRID_START) / _W
     # Knot 1 is the first centre, knot K-2 the (zero-slope) end of the overflow segment;
     # outside [1, K-2] the end values are held (slope 0).
@@ -189,8 +189,7 @@ def _spline_parts(coef_rows: jnp.ndarray, row: jnp.ndarray, d: jnp.ndarray):
     k = jnp.clip(jnp.floor(u), 1, _NUM_KNOTS - 3).astype(jnp.int32)
     s = u - k
     index = row + (k - 1)
-    c = coef_rows.at[index].get(mode="promise_in_bounds")  # [..., 4]: in bounds by construction
-    c0, c1, c2, c3 = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
+    c0, c1, c2, c3 = spline_coefficients(_knot_windows(knots, index))
     energy = c0 + s * (c1 + s * (c2 + s * c3))
     slope = (c1 + s * (2.0 * c2 + 3.0 * s * c3)) / _W
     slope = jnp.where((u_raw > 1.0) & (u_raw < _NUM_KNOTS - 2.0), slope, 0.0)
@@ -198,32 +197,36 @@ def _spline_parts(coef_rows: jnp.ndarray, row: jnp.ndarray, d: jnp.ndarray):
 
 
 @jax.custom_jvp
-def spline_energy(coef_rows: jnp.ndarray, row: jnp.ndarray, d: jnp.ndarray) -> jnp.ndarray:
+def spline_energy(knots: jnp.ndarray, row: jnp.ndarray, d: jnp.ndarray) -> jnp.ndarray:
     """Per-pair Catmull-Rom distogram energies at distances ``d``.
 
-    Differentiable in ``d`` and in the coefficients. The derivative in ``d`` is the
-    analytic slope of the gathered segment (a custom JVP), so the backward pass of a
-    folding step needs no second gather and no scatter.
+    Each lookup gathers the four knots around ``d`` (one contiguous window) and forms the
+    segment's cubic on the fly: the table is the 68 knots per pair, a quarter of the
+    precomputed 65 x 4 coefficients, so a 300-residue table (~12 MB) stays in cache
+    (value and gradient of the lookup, 300 residues x 8 restarts: ~1.3x faster).
+    Differentiable in ``d`` and in the knots. The derivative in ``d`` is the analytic slope
+    of the gathered segment (a custom JVP), so the backward pass of a folding step needs no
+    second gather and no scatter.
 
     Args:
-      coef_rows: [N * 65, 4] ``spline_coefficients`` of N pairs, flattened over (pair, segment).
-      row: [...] int32 ``pair * 65``, the first row of each pair's segments.
+      knots: [N * 68] ``distogram_table`` values of N pairs, flattened (pair, knot).
+      row: [...] int32 ``pair * 68``, the first knot of each pair.
       d: [...] distances in Angstrom (same shape as ``row``).
     Returns:
       [...] energies.
     """
-    return _spline_parts(coef_rows, row, d)[0]
+    return _spline_parts(knots, row, d)[0]
 
 
 @functools.partial(spline_energy.defjvp, symbolic_zeros=True)
 def _spline_energy_jvp(primals, tangents):
-    coef_rows, row, d = primals
-    coef_dot, _, d_dot = tangents
-    energy, slope, index, s = _spline_parts(coef_rows, row, d)
+    knots, row, d = primals
+    knots_dot, _, d_dot = tangents
+    energy, slope, index, s = _spline_parts(knots, row, d)
     out = jnp.zeros_like(energy) if type(d_dot) is SymbolicZero else slope * d_dot
-    if type(coef_dot) is not SymbolicZero:
-        c = coef_dot.at[index].get(mode="promise_in_bounds")
-        out = out + c[..., 0] + s * (c[..., 1] + s * (c[..., 2] + s * c[..., 3]))
+    if type(knots_dot) is not SymbolicZero:
+        c0, c1, c2, c3 = spline_coefficients(_knot_windows(knots_dot, index))
+        out = out + c0 + s * (c1 + s * (c2 + s * c3))
     return energy, out
 
 
@@ -404,8 +407,8 @@ class Potential(NamedTuple):
     to even, H = M/2): every pair i < j once, no index gather.
     """
 
-    coef_rows: jnp.ndarray  # [H*M*65, 4] distogram spline coefficients, flattened (pair, segment)
-    row: jnp.ndarray  # [H, M] int32 first coefficient row of each packed pair
+    knots: jnp.ndarray  # [H*M*68] distogram spline knots, flattened (pair, knot)
+    row: jnp.ndarray  # [H, M] int32 first knot of each packed pair
     dist_weight: jnp.ndarray  # [H, M] float32 (separation >= min_separation, residue masks)
     clash_weight: jnp.ndarray  # [H, M] float32
     phi_log_probs: jnp.ndarray  # [L, 36]
@@ -450,8 +453,8 @@ def make_potential(
     if m.shape != (length,):
         raise ValueError(f"make_potential: residue_mask must be [{length}], got {m.shape}")
     half, size = packed_size(length)
-    coef = _packed_coefficients(jnp.asarray(dist_probs), reference, config.prob_eps, config.distogram_max_slope,
-                                config.reference_weight)
+    knots = _packed_knots(jnp.asarray(dist_probs), reference, config.prob_eps, config.distogram_max_slope,
+                          config.reference_weight)
     i, j = packed_pair_indices(length)
     mask = np.concatenate([m, np.zeros(size - length, np.float32)])
     pm = mask[i] * mask[j] * (j > i)
@@ -464,8 +467,8 @@ def make_potential(
     if config.weight_orientation > 0:
         extra = _orientation_fields(orientation, m, config)
     return Potential(
-        coef_rows=coef,
-        row=jnp.asarray(np.arange(half * size, dtype=np.int32).reshape(half, size) * _NUM_SEGMENTS),
+        knots=knots,
+        row=jnp.asarray(np.arange(half * size, dtype=np.int32).reshape(half, size) * _NUM_KNOTS),
         dist_weight=jnp.asarray((sep >= config.min_separation) * pm, jnp.float32),
         clash_weight=jnp.asarray((sep >= config.clash_min_separation) * pm, jnp.float32),
         phi_log_probs=_torsion_log_probs(jnp.asarray(phi_probs), config.prob_eps),
@@ -496,19 +499,19 @@ def _orientation_fields(orientation: Optional[dict], residue_mask: np.ndarray, c
 
 
 @functools.partial(jax.jit, static_argnames=("eps", "max_slope", "reference_weight"))
-def _packed_coefficients(
+def _packed_knots(
     dist_probs: jnp.ndarray, reference: Optional[jnp.ndarray], eps: float, max_slope: Optional[float],
     reference_weight: float = 1.0,
 ) -> jnp.ndarray:
-    """[H * M * 65, 4] spline coefficients of all pairs in the packed layout (jitted: one
-    compilation per length instead of one per primitive)."""
+    """[H * M * 68] spline knots of all pairs in the packed layout (jitted: one compilation
+    per length instead of one per primitive)."""
     length = dist_probs.shape[0]
     table = distogram_table(dist_probs, eps, reference, max_slope, reference_weight)
     _, size = packed_size(length)
     if size != length:  # odd L: one dummy residue, weight 0 in every pair
         table = jnp.concatenate([table, jnp.broadcast_to(table[-1:], (1,) + table.shape[1:])], axis=0)
         table = jnp.concatenate([table, jnp.broadcast_to(table[:, -1:], (size, 1) + table.shape[2:])], axis=1)
-    return spline_coefficients(pack_pairs(table, jnp)).reshape(-1, 4)
+    return pack_pairs(table, jnp).reshape(-1)
 
 
 def packed_distances(x: jnp.ndarray, size: int) -> jnp.ndarray:
@@ -562,17 +565,94 @@ def energy_terms(
     return {k: v[0] for k, v in terms.items()}
 
 
+# The distogram and clash terms run as one CPU kernel (``foldnet.model.cpu_kernels.pair_terms``)
+# when the kernels are available and JAX computes on the CPU; False forces the jnp reference
+# below on every backend (tests compare the two).
+USE_CPU_KERNEL = True
+
+
+def _use_cpu_kernel(coords: jnp.ndarray) -> bool:
+    if not USE_CPU_KERNEL or coords.dtype != jnp.float32 or jax.default_backend() != "cpu":
+        return False
+    from foldnet.model import cpu_kernels  # lazy: the kernels are built on first use
+
+    return cpu_kernels.available()
+
+
+def _pair_terms(potential: Potential, coords: jnp.ndarray, config: FoldConfig) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """[R] distogram and clash energies of R structures (jnp: packed Gram distances, spline gather)."""
+    size = potential.row.shape[1]
+    distances = jax.vmap(packed_distances, in_axes=(0, None))
+    d_ca = distances(coords[:, :, rc.CA_IDX], size)  # [R, H, M]
+    d = distances(coords[:, :, rc.CB_IDX], size)
+    pair_energy = spline_energy(potential.knots, potential.row[..., None], jnp.moveaxis(d, 0, -1))
+    e_dist = jnp.sum(potential.dist_weight[..., None] * pair_energy, axis=(0, 1))
+    e_clash = jnp.sum(
+        potential.clash_weight
+        * (jnp.square(jnp.maximum(config.clash_ca - d_ca, 0.0)) + jnp.square(jnp.maximum(config.clash_cb - d, 0.0))),
+        axis=(1, 2),
+    )
+    return e_dist, e_clash
+
+
+def _kernel_pair_terms(potential: Potential, coords: jnp.ndarray, config: FoldConfig) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``_pair_terms`` as one pass of the CPU kernel over the pairs (energies and gradients)."""
+    size = potential.row.shape[1]
+    cb, ca = coords[:, :, rc.CB_IDX], coords[:, :, rc.CA_IDX]
+    if cb.shape[1] != size:  # odd L: the dummy residue of the packed layout (weight 0 in every pair)
+        cb = jnp.concatenate([cb, cb[:, -1:]], axis=1)
+        ca = jnp.concatenate([ca, ca[:, -1:]], axis=1)
+    return _kernel_terms(cb, ca, potential.knots, potential.row, potential.dist_weight, potential.clash_weight,
+                         config.clash_ca, config.clash_cb)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _kernel_terms(cb, ca, knots, row, dist_weight, clash_weight, t_ca: float, t_cb: float):
+    from foldnet.model import cpu_kernels
+
+    energies = cpu_kernels.pair_terms(cb, ca, knots, dist_weight, clash_weight, _GRID_START, _W, t_ca, t_cb)[0]
+    return energies[0], energies[1]
+
+
+def _kernel_terms_fwd(cb, ca, knots, row, dist_weight, clash_weight, t_ca, t_cb):
+    from foldnet.model import cpu_kernels
+
+    energies, g_dist_cb, g_clash_cb, g_clash_ca = cpu_kernels.pair_terms(
+        cb, ca, knots, dist_weight, clash_weight, _GRID_START, _W, t_ca, t_cb)
+    return (energies[0], energies[1]), (g_dist_cb, g_clash_cb, g_clash_ca, cb, knots, row, dist_weight, clash_weight)
+
+
+def _kernel_terms_bwd(t_ca, t_cb, res, g):
+    g_dist_cb, g_clash_cb, g_clash_ca, cb, knots, row, dist_weight, clash_weight = res
+    gd, gc = g[0][:, None, None], g[1][:, None, None]
+
+    # d/d knots (the potential is differentiable in the predicted distogram) through the jnp
+    # lookup. A folding step differentiates the coordinates only: this part is then dead code
+    # that jit removes.
+    def dist_energy(k):
+        d = jax.vmap(packed_distances, in_axes=(0, None))(cb, cb.shape[1])
+        pair = spline_energy(k, row[..., None], jnp.moveaxis(d, 0, -1))
+        return jnp.sum(dist_weight[..., None] * pair, axis=(0, 1))
+
+    d_knots = jax.vjp(dist_energy, knots)[1](g[0])[0]
+    return (gd * g_dist_cb + gc * g_clash_cb, gc * g_clash_ca, d_knots, None, jnp.zeros_like(dist_weight),
+            jnp.zeros_like(clash_weight))
+
+
+_kernel_terms.defvjp(_kernel_terms_fwd, _kernel_terms_bwd)
+
+
 def batched_energy_terms(
     potential: Potential, coords: jnp.ndarray, phi: jnp.ndarray, psi: jnp.ndarray, config: FoldConfig
 ) -> dict[str, jnp.ndarray]:
     """``energy_terms`` of R structures of the same protein at once (e.g. folding restarts).
 
-    Equal to ``jax.vmap(energy_terms, in_axes=(None, 0, 0, 0, None))`` but the spline lookup
-    runs pair-major: the distances are laid out [H, M, R], so the R lookups of one pair read
-    the same 65-segment coefficient block one after another while it is in cache (under
-    ``vmap`` the batch axis leads and each restart sweeps the whole table, tens of MB, from
-    memory). Value and gradient of the distogram term for 300 residues and 8 restarts: ~1.4x
-    faster on the 2-core CPU, the same numbers.
+    Equal to ``jax.vmap(energy_terms, in_axes=(None, 0, 0, 0, None))``. On the CPU the
+    distogram and clash terms are one kernel pass over the pairs (``USE_CPU_KERNEL``);
+    elsewhere the spline lookup runs pair-major: the distances are laid out [H, M, R], so
+    the R lookups of one pair read the same 68-knot block one after another while it is in
+    cache (under ``vmap`` the batch axis leads and each restart sweeps the whole table from
+    memory; ~1.4x faster on the 2-core CPU, the same numbers).
 
     Args:
       potential: tables from ``make_potential``.
@@ -582,22 +662,15 @@ def batched_energy_terms(
     Returns:
       {"distogram", "torsion", "clash"[, "orientation"]}: [R] energies.
     """
-    size = potential.row.shape[1]
-    distances = jax.vmap(packed_distances, in_axes=(0, None))
-    d_ca = distances(coords[:, :, rc.CA_IDX], size)  # [R, H, M]
-    d = distances(coords[:, :, rc.CB_IDX], size)
-    pair_energy = spline_energy(potential.coef_rows, potential.row[..., None], jnp.moveaxis(d, 0, -1))
-    e_dist = jnp.sum(potential.dist_weight[..., None] * pair_energy, axis=(0, 1))
+    if _use_cpu_kernel(coords):
+        e_dist, e_clash = _kernel_pair_terms(potential, coords, config)
+    else:
+        e_dist, e_clash = _pair_terms(potential, coords, config)
     kappa = config.torsion_kappa
     e_tors = jnp.sum(potential.phi_mask * jax.vmap(torsion_energy, in_axes=(0, None, None))(
         phi, potential.phi_log_probs, kappa), axis=-1)
     e_tors = e_tors + jnp.sum(potential.psi_mask * jax.vmap(torsion_energy, in_axes=(0, None, None))(
         psi, potential.psi_log_probs, kappa), axis=-1)
-    e_clash = jnp.sum(
-        potential.clash_weight
-        * (jnp.square(jnp.maximum(config.clash_ca - d_ca, 0.0)) + jnp.square(jnp.maximum(config.clash_cb - d, 0.0))),
-        axis=(1, 2),
-    )
     terms = {"distogram": e_dist, "torsion": e_tors, "clash": e_clash}
     if potential.orient_weight is not None:
         terms["orientation"] = jax.vmap(orientation_energy, in_axes=(None, 0, None))(
