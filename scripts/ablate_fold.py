@@ -142,9 +142,8 @@ def fold_all_restarts(rec: dict, config: FoldConfig, seed: int) -> tuple[np.ndar
     noise = np.radians(config.init_noise_deg)
     phi0 = F.sample_torsions(k_phi, potential.phi_log_probs, config.num_restarts, float(noise))
     psi0 = F.sample_torsions(k_psi, potential.psi_log_probs, config.num_restarts, float(noise))
-    phi, psi, energies, _, _ = F.descend(potential, phi0, psi0, config)
-    build = jax.jit(jax.vmap(F._coords, in_axes=(0, 0, None)), static_argnames=("config",))
-    coords = np.asarray(build(phi, psi, config))[:, :length, rc.CA_IDX]
+    _, _, energies, _, _, coords = F.descend(potential, phi0, psi0, config)
+    coords = np.asarray(coords)[:, :length, rc.CA_IDX]
     return np.asarray(energies), coords
 
 

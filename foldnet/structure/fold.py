@@ -95,12 +95,6 @@ def _coords(phi: jnp.ndarray, psi: jnp.ndarray, config: FoldConfig) -> jnp.ndarr
     return build_backbone(_torsions(phi, psi), method=config.nerf_method, fragment_size=config.fragment_size)
 
 
-# Outside the descent too, every array step runs compiled: eagerly, NeRF's many small ops
-# would each be compiled on first use (seconds per new length), and jitted functions are
-# what JAX's persistent compilation cache can keep between runs.
-_build = jax.jit(_coords, static_argnames=("config",))
-
-
 def restart_mesh(num_restarts: int) -> Optional[Mesh]:
     """A 1-D mesh over the local devices that the restarts are split across (None: one device).
 
@@ -117,7 +111,7 @@ def restart_mesh(num_restarts: int) -> Optional[Mesh]:
 @functools.partial(jax.jit, static_argnames=("config", "mesh"))
 def _descend(
     potential: Potential, phi0: jnp.ndarray, psi0: jnp.ndarray, config: FoldConfig, mesh: Optional[Mesh]
-) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, dict, jnp.ndarray]:
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, dict, jnp.ndarray, jnp.ndarray]:
     schedule = optax.cosine_decay_schedule(config.learning_rate, config.num_steps, alpha=config.final_lr_fraction)
     opt = optax.adam(schedule)
 
@@ -125,9 +119,10 @@ def _descend(
 
     def energy(potential, params):  # params [R, 2, L]: the restarts are independent sums
         phi, psi = params[:, 0], params[:, 1]
-        terms = batched_energy_terms(potential, build(phi, psi, config), phi, psi, config)
+        coords = build(phi, psi, config)
+        terms = batched_energy_terms(potential, coords, phi, psi, config)
         energies = total_energy(terms, config)
-        return jnp.sum(energies), (energies, terms)
+        return jnp.sum(energies), (energies, terms, coords)
 
     def runs(potential, phi, psi):
         # All restarts in one program (not ``vmap`` of a single descent) so the distogram
@@ -139,7 +134,7 @@ def _descend(
 
         def step(carry, t):
             params, state = carry
-            (_, (e, _)), grad = jax.value_and_grad(energy, argnums=1, has_aux=True)(staged(t), params)
+            (_, (e, _, _)), grad = jax.value_and_grad(energy, argnums=1, has_aux=True)(staged(t), params)
             # A non-finite gradient (never seen, but cheap to guard) skips the update.
             grad = jnp.where(jnp.isfinite(grad), grad, 0.0)
             # phi_0 and psi_(L-1) move no scored atom: their gradient is float noise, which
@@ -149,8 +144,9 @@ def _descend(
             return (optax.apply_updates(params, updates), state), e
 
         (params, _), traj = lax.scan(step, (params, opt.init(params)), jnp.arange(config.num_steps))
-        _, (e, terms) = energy(potential, params)
-        return params[:, 0], params[:, 1], e, terms, traj.T
+        # The final structures come out of the final energy (no separate NeRF program to compile).
+        _, (e, terms, coords) = energy(potential, params)
+        return params[:, 0], params[:, 1], e, terms, traj.T, coords
 
     if mesh is None:
         return runs(potential, phi0, psi0)
@@ -186,7 +182,7 @@ def _separation_stages(potential: Potential, config: FoldConfig):
 
 def descend(
     potential: Potential, phi0: jnp.ndarray, psi0: jnp.ndarray, config: FoldConfig
-) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, dict, jnp.ndarray]:
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, dict, jnp.ndarray, jnp.ndarray]:
     """Adam on the torsions of R restarts at once (one jitted ``lax.scan`` over the batch).
 
     The restarts are split across the local devices (``restart_mesh``) when
@@ -198,7 +194,7 @@ def descend(
       config: schedule, weights, NeRF method.
     Returns:
       (phi [R, L], psi [R, L], final total energy [R], final terms {name: [R]},
-      energy trajectory [R, num_steps]).
+      energy trajectory [R, num_steps], final coordinates [R, L, 5, 3] N, CA, C, O, CB).
     """
     mesh = restart_mesh(phi0.shape[0]) if config.shard_restarts else None
     return _descend(potential, phi0, psi0, config, mesh)
@@ -405,11 +401,11 @@ def fold(
     noise = math.radians(config.init_noise_deg)
     phi0 = sample_torsions(k_phi, potential.phi_log_probs, config.num_restarts, noise)
     psi0 = sample_torsions(k_psi, potential.psi_log_probs, config.num_restarts, noise)
-    phi, psi, energies, terms, _ = descend(potential, phi0, psi0, config)
+    phi, psi, energies, terms, _, all_coords = descend(potential, phi0, psi0, config)
     energies = np.asarray(energies)
     best = int(np.argmin(np.where(np.isfinite(energies), energies, np.inf)))
     best_phi, best_psi = phi[best], psi[best]
-    coords = _build(best_phi, best_psi, config)[:length]
+    coords = all_coords[best, :length]
     torsions = _torsions(best_phi, best_psi)[:length]
     best_terms = {k: float(v[best]) for k, v in terms.items()}
     best_energy = float(energies[best])
