@@ -111,7 +111,7 @@ def bench_nerf(data_root: Path) -> dict:
         ideal_r.append(float(b))
     lengths = [len(p) for p in prots]
     timing = {}
-    for method in ("scan", "pnerf"):
+    for method in ("scan", "pnerf", "frames"):
         for L in (100, 300):
             tors = jax.random.normal(jax.random.PRNGKey(0), (8, L, 3))
             f = jax.jit(jax.vmap(jax.grad(lambda t: jnp.sum(build_backbone(t, method=method)[:, 4] ** 2))))

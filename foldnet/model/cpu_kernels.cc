@@ -1,9 +1,10 @@
 // foldnet's CPU kernels for XLA:CPU, called through the XLA FFI: the 2D trunk's dilated
-// convolutions and its LayerNorm -> ELU -> mask pre-activations.
+// convolutions and its LayerNorm -> ELU -> mask pre-activations, the pair heads' dense layer ->
+// cross-entropy, and the folding potential's pair terms (at the end of the file).
 //
 // foldnet/model/cpu_kernels.py compiles this file on first use (with -march=native, so the
 // vector width is the machine's: 16 floats with AVX-512, 8 with AVX2, 4 otherwise) and
-// registers four handlers:
+// registers the handlers:
 //
 //   foldnet_conv2d_fwd:   y[b,h,w,o]  = (sum_{i,j,c} x[b, h+dh(i-rh), w+dw(j-rw), c] * k[i,j,c,o]
 //                                        + bias[o] + res[b,h,w,o]) * mask[b,h,w]

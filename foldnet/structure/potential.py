@@ -572,7 +572,8 @@ USE_CPU_KERNEL = True
 
 
 def _use_cpu_kernel(coords: jnp.ndarray) -> bool:
-    if not USE_CPU_KERNEL or coords.dtype != jnp.float32 or jax.default_backend() != "cpu":
+    # The kernel's spline grid is fixed at 68 knots (64 bins + overflow, padded), as here.
+    if not USE_CPU_KERNEL or coords.dtype != jnp.float32 or jax.default_backend() != "cpu" or _NUM_KNOTS != 68:
         return False
     from foldnet.model import cpu_kernels  # lazy: the kernels are built on first use
 
