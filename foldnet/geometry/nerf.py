@@ -19,8 +19,9 @@ Three chain builders, same result (to f32 rounding):
 * ``"frames"``: each atom's NeRF frame is its predecessor's times a rotation fixed by the
   atom's own (bond, angle, torsion) (``local_transforms``), so the chain is one prefix
   product of rigid transforms, composed with ``lax.associative_scan``: sequential depth
-  log2(3L). The folding default: a folding step has a few dozen operations here instead of
-  pNeRF's in-fragment scan, whose hundreds of tiny ones dominated the step on the CPU.
+  log2(3L). The folding default: with it a 300-residue folding step runs ~330 operations per
+  CPU device instead of ~2,500 with pNeRF's in-fragment scan (XLA's trace), on the CPU each
+  costing more to launch than to compute.
 * ``"pnerf"``: the parallel fragment method of AlQuraishi (2019, Bioinformatics 35:4842,
   "Parallelized Natural Extension Reference Frame"): the chain is cut into fragments
   that are each built in their own reference frame (all fragments at once, vmapped),
@@ -264,8 +265,8 @@ def chain_frames(bond: jnp.ndarray, angle: jnp.ndarray, torsion: jnp.ndarray) ->
     Atom k sits at the translation of ``T_0 o T_1 o ... o T_k`` (atom 0 placed from the
     identity reference triple, as in ``chain_scan``), composed with ``lax.associative_scan``:
     sequential depth log2(K) for every atom, not pNeRF's fragment_size + log2(#fragments).
-    On the CPU that is what matters: a folding step ran ~600 tiny operations per device for
-    pNeRF's in-fragment scan (forward and backward), each costing more to launch than to run.
+    On the CPU that is what matters: pNeRF's in-fragment scan (forward and backward) made a
+    300-residue folding step ~2,500 small operations per device, ~330 with this builder.
 
     Args:
       bond, angle, torsion: [K] internal coordinates of atoms 0..K-1 (``srf_point``'s).
