@@ -514,6 +514,14 @@ def _packed_knots(
     return pack_pairs(table, jnp).reshape(-1)
 
 
+def _with_dummy_residue(x: jnp.ndarray, size: int) -> jnp.ndarray:
+    """Points [..., L, 3] with the packed layout's dummy residue (a copy of the last point,
+    weight 0 in every pair) appended when L is odd (L == size - 1)."""
+    if x.shape[-2] == size:
+        return x
+    return jnp.concatenate([x, x[..., -1:, :]], axis=-2)
+
+
 def packed_distances(x: jnp.ndarray, size: int) -> jnp.ndarray:
     """Distances of all pairs of ``x`` [L, 3] in the packed layout [size/2, size].
 
@@ -532,8 +540,7 @@ def packed_distances(x: jnp.ndarray, size: int) -> jnp.ndarray:
     Returns:
       [M/2, M] distances in Angstrom.
     """
-    if x.shape[0] != size:
-        x = jnp.concatenate([x, x[-1:]], axis=0)
+    x = _with_dummy_residue(x, size)
     half = size // 2
     x = x - jnp.mean(x, axis=0)
     sq = jnp.sum(x * x, axis=-1)
@@ -599,20 +606,15 @@ def _pair_terms(potential: Potential, coords: jnp.ndarray, config: FoldConfig) -
 def _kernel_pair_terms(potential: Potential, coords: jnp.ndarray, config: FoldConfig) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``_pair_terms`` as one pass of the CPU kernel over the pairs (energies and gradients)."""
     size = potential.row.shape[1]
-    cb, ca = coords[:, :, rc.CB_IDX], coords[:, :, rc.CA_IDX]
-    if cb.shape[1] != size:  # odd L: the dummy residue of the packed layout (weight 0 in every pair)
-        cb = jnp.concatenate([cb, cb[:, -1:]], axis=1)
-        ca = jnp.concatenate([ca, ca[:, -1:]], axis=1)
+    cb = _with_dummy_residue(coords[:, :, rc.CB_IDX], size)
+    ca = _with_dummy_residue(coords[:, :, rc.CA_IDX], size)
     return _kernel_terms(cb, ca, potential.knots, potential.row, potential.dist_weight, potential.clash_weight,
                          config.clash_ca, config.clash_cb)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
 def _kernel_terms(cb, ca, knots, row, dist_weight, clash_weight, t_ca: float, t_cb: float):
-    from foldnet.model import cpu_kernels
-
-    energies = cpu_kernels.pair_terms(cb, ca, knots, dist_weight, clash_weight, _GRID_START, _W, t_ca, t_cb)[0]
-    return energies[0], energies[1]
+    return _kernel_terms_fwd(cb, ca, knots, row, dist_weight, clash_weight, t_ca, t_cb)[0]
 
 
 def _kernel_terms_fwd(cb, ca, knots, row, dist_weight, clash_weight, t_ca, t_cb):
