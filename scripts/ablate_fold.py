@@ -138,10 +138,10 @@ def fold_all_restarts(rec: dict, config: FoldConfig, seed: int) -> tuple[np.ndar
         dist, rec["phi_probs"], rec["psi_probs"], ref, config.length_bucket)
     orient_p = F._padded_orientation(orientation, len(residue_mask))
     potential = make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask, orient_p)
-    k_phi, k_psi = jax.random.split(jax.random.PRNGKey(seed))
+    rng = np.random.default_rng(seed)  # as fold() seeds it
     noise = np.radians(config.init_noise_deg)
-    phi0 = F.sample_torsions(k_phi, potential.phi_log_probs, config.num_restarts, float(noise))
-    psi0 = F.sample_torsions(k_psi, potential.psi_log_probs, config.num_restarts, float(noise))
+    phi0 = F.sample_torsions(rng, potential.phi_log_probs, config.num_restarts, float(noise))
+    psi0 = F.sample_torsions(rng, potential.psi_log_probs, config.num_restarts, float(noise))
     _, _, energies, _, _, coords = F.descend(potential, phi0, psi0, config)
     coords = np.asarray(coords)[:, :length, rc.CA_IDX]
     return np.asarray(energies), coords
@@ -150,6 +150,38 @@ def fold_all_restarts(rec: dict, config: FoldConfig, seed: int) -> tuple[np.ndar
 def score(rec: dict, coords: np.ndarray) -> list[float]:
     ca, mask = rec["ca"].astype(np.float64), rec["mask"]
     return [M.tm_score(c.astype(np.float64), ca, mask, native_length=len(mask)) for c in coords]
+
+
+def decoy_agreement(coords: np.ndarray, with_tm: bool) -> dict:
+    """[R, R] agreement between the restarts' own structures (no native): symmetric lDDT-Ca and,
+    when asked, TM-score; the diagonal is 1. What a consensus pick would rank the restarts by."""
+    r = len(coords)
+    x = coords.astype(np.float64)
+    lddt = np.eye(r)
+    tm = np.eye(r) if with_tm else None
+    for a in range(r):
+        for b in range(a + 1, r):
+            lddt[a, b] = lddt[b, a] = 0.5 * (M.lddt(x[a], x[b]) + M.lddt(x[b], x[a]))
+            if with_tm:
+                tm[a, b] = tm[b, a] = M.tm_score(x[a], x[b])
+    out = {"lddt": lddt.tolist()}
+    if with_tm:
+        out["tm"] = tm.tolist()
+    return out
+
+
+def picks(row: dict) -> dict:
+    """Index of the kept restart under each selection rule."""
+    e = np.array(row["energies"])
+    out = {"energy": int(np.argmin(e))}
+    for kind, mat in row["agreement"].items():
+        m = np.array(mat)
+        support = (m.sum(1) - 1) / max(len(m) - 1, 1)  # mean agreement with the other restarts
+        out[f"consensus_{kind}"] = int(np.argmax(support))
+        low = np.argsort(e)[: max(2, (len(e) + 1) // 2)]  # among the lower-energy half only
+        sub = m[np.ix_(low, low)]
+        out[f"low_half_consensus_{kind}"] = int(low[np.argmax(sub.sum(1))])
+    return out
 
 
 def main(argv=None) -> int:
@@ -163,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default="runs/fold_ablation/predictions.npz")
     ap.add_argument("--variant", action="append", default=[], help="name:key=value,... (FoldConfig fields)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-tm-restarts", type=int, default=8,
+                    help="score restart-vs-restart TM-scores (consensus picks) up to this many restarts")
     ap.add_argument("--out", default="docs/bench/fold_ablation")
     args = ap.parse_args(argv)
 
@@ -179,7 +213,10 @@ def main(argv=None) -> int:
         for rec in recs:
             energies, coords = fold_all_restarts(rec, config, args.seed)
             tms = score(rec, coords)
-            rows.append({"energies": energies.tolist(), "tm": tms, "picked": int(np.argmin(energies))})
+            row = {"energies": energies.tolist(), "tm": tms, "picked": int(np.argmin(energies)),
+                   "agreement": decoy_agreement(coords, with_tm=len(coords) <= args.max_tm_restarts)}
+            row["picks"] = picks(row)
+            rows.append(row)
         seconds = time.perf_counter() - t0
         picked = np.array([r["tm"][r["picked"]] for r in rows])
         best = np.array([max(r["tm"]) for r in rows])
@@ -190,11 +227,18 @@ def main(argv=None) -> int:
             "tm_ge_05": float(np.mean(picked >= 0.5)),
             "median_best_of_restarts": float(np.median(best)), "mean_best_of_restarts": float(np.mean(best)),
             "mean_spearman_energy_tm": float(np.nanmean(corr)) if corr else float("nan"),
+            "by_pick": {rule: {"median_tm": float(np.median(tm)), "mean_tm": float(np.mean(tm)),
+                               "tm_ge_05": float(np.mean(tm >= 0.5))}
+                        for rule in rows[0]["picks"]
+                        for tm in [np.array([r["tm"][r["picks"][rule]] for r in rows])]},
         }
         v = results["variants"][name]
         print(f"{name:24s} median TM {v['median_tm']:.3f} mean {v['mean_tm']:.3f} >=0.5 {v['tm_ge_05']:.2f} "
               f"best-of-R median {v['median_best_of_restarts']:.3f} rho(E,TM) {v['mean_spearman_energy_tm']:.2f} "
               f"{seconds:.0f} s", flush=True)
+        for rule, b in v["by_pick"].items():
+            print(f"    pick {rule:28s} median TM {b['median_tm']:.3f} mean {b['mean_tm']:.3f} >=0.5 {b['tm_ge_05']:.2f}",
+                  flush=True)
     write(results, Path(args.out))
     return 0
 

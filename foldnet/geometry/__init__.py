@@ -10,6 +10,7 @@ Example:
 
 from foldnet.geometry.dihedral import bond_angle, dihedral
 from foldnet.geometry.nerf import (
+    backbone_from_phi_psi,
     build_backbone,
     chain_fragments,
     chain_frames,
@@ -20,10 +21,12 @@ from foldnet.geometry.nerf import (
     local_transforms,
     place_atom,
     srf_point,
+    torsion_gradients,
 )
 from foldnet.geometry.vectors import distance, norm, normalize, pairwise_distances, virtual_cb
 
 __all__ = [
+    "backbone_from_phi_psi",
     "bond_angle",
     "build_backbone",
     "chain_fragments",
@@ -40,5 +43,6 @@ __all__ = [
     "pairwise_distances",
     "place_atom",
     "srf_point",
+    "torsion_gradients",
     "virtual_cb",
 ]

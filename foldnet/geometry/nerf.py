@@ -38,6 +38,7 @@ Engh & Huber C=O bond and CA-C-O angle; CB is the ideal virtual CB (``virtual_cb
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -373,3 +374,72 @@ def internal_coordinates(
     )
     mask = jnp.ones((length, 3), jnp.float32).at[0, 0].set(0.0).at[-1, 1:].set(0.0)
     return torsions, bonds.astype(jnp.float32), angles.astype(jnp.float32), mask
+
+
+def torsion_gradients(coords: jnp.ndarray, cotangent: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Gradient in (phi, psi) of a scalar whose gradient in the backbone atoms is ``cotangent``.
+
+    With bonds, angles and omega fixed, turning phi_i by d rotates C_i, O_i, CB_i and every
+    later residue rigidly about the unit axis u = CA_i - N_i through CA_i (psi_i: O_i and
+    every later residue about C_i - CA_i through C_i), so atom x moves by d u x (x - p) and
+
+        dE/dtorsion = sum over moved atoms of g . (u x (x - p)) = u . (sum x x g - p x sum g).
+
+    The sums over the later residues are suffix sums: the whole gradient is O(L) (one
+    triangular matmul), where reverse-mode through the chain builder is a second prefix
+    product of 3 x 3 transforms, which dominated the folding step's operation count and
+    compile. Coordinates are centred first (the formula is translation invariant) to keep
+    the moment sums small in f32.
+
+    Args:
+      coords: [L, 5, 3] N, CA, C, O, CB as ``build_backbone`` returns them (ideal geometry).
+      cotangent: [L, 5, 3] gradient of the scalar in those positions.
+    Returns:
+      (d/dphi [L], d/dpsi [L]).
+    """
+    length = coords.shape[0]
+    x = coords - jnp.mean(coords[:, 1], axis=0)
+    g = cotangent.astype(jnp.float32)
+    moment = jnp.cross(x, g)  # [L, 5, 3]
+    per_residue = jnp.concatenate([moment.sum(1), g.sum(1)], axis=-1)  # [L, 6]
+    later = np.triu(np.ones((length, length), np.float32), 1)  # later[i, k] = k > i
+    suffix = jnp.matmul(later, per_residue, precision=_HIGHEST)
+    m_after, g_after = suffix[:, :3], suffix[:, 3:]
+    n, ca, c = x[:, 0], x[:, 1], x[:, 2]
+    o_idx, cb_idx, c_idx = rc.ATOM_TYPES.index("O"), rc.ATOM_TYPES.index("CB"), rc.ATOM_TYPES.index("C")
+    m_phi = m_after + moment[:, c_idx] + moment[:, o_idx] + moment[:, cb_idx]
+    g_phi = g_after + g[:, c_idx] + g[:, o_idx] + g[:, cb_idx]
+    d_phi = jnp.sum(normalize(ca - n) * (m_phi - jnp.cross(ca, g_phi)), axis=-1)
+    m_psi = m_after + moment[:, o_idx]
+    g_psi = g_after + g[:, o_idx]
+    d_psi = jnp.sum(normalize(c - ca) * (m_psi - jnp.cross(c, g_psi)), axis=-1)
+    return d_phi, d_psi
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def backbone_from_phi_psi(
+    phi: jnp.ndarray, psi: jnp.ndarray, method: str = "frames", fragment_size: Optional[int] = None
+) -> jnp.ndarray:
+    """``build_backbone`` of (phi, psi, omega = 180 degrees) with ideal bonds and angles, with
+    the analytic gradient of ``torsion_gradients`` (what folding differentiates).
+
+    Args:
+      phi, psi: [L] torsions in radians.
+      method, fragment_size: ``build_backbone``'s.
+    Returns:
+      [L, 5, 3] N, CA, C, O, CB.
+    """
+    torsions = jnp.stack([phi, psi, jnp.full_like(phi, math.pi)], axis=-1)
+    return build_backbone(torsions, method=method, fragment_size=fragment_size)
+
+
+def _backbone_fwd(phi, psi, method, fragment_size):
+    coords = backbone_from_phi_psi(phi, psi, method, fragment_size)
+    return coords, coords
+
+
+def _backbone_bwd(method, fragment_size, coords, cotangent):
+    return torsion_gradients(coords, cotangent)
+
+
+backbone_from_phi_psi.defvjp(_backbone_fwd, _backbone_bwd)

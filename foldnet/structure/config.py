@@ -70,6 +70,10 @@ class FoldConfig:
     # NeRF chain builder: "frames" (prefix product of per-atom transforms), "pnerf"
     # (parallel fragments) or "scan" (sequential); all equal to f32 rounding.
     nerf_method: str = "frames"
+    # Gradient of the energy in the torsions: "analytic" (the rigid-rotation formula with suffix
+    # sums, geometry.torsion_gradients: O(L), no reverse pass through the chain builder) or
+    # "autodiff" (reverse-mode through nerf_method's builder). Equal to f32 rounding.
+    torsion_gradient: str = "analytic"
     # Split the restarts across the local devices (one per CPU core when the CLI set
     # jax_num_cpu_devices; GPUs/TPUs likewise); False: all restarts on one device.
     shard_restarts: bool = True
@@ -113,6 +117,9 @@ class FoldConfig:
             raise ValueError("FoldConfig.min_separation and clash_min_separation must be >= 1")
         if self.nerf_method not in METHODS:
             raise ValueError(f"FoldConfig.nerf_method must be one of {METHODS}, got {self.nerf_method!r}")
+        if self.torsion_gradient not in ("analytic", "autodiff"):
+            raise ValueError(
+                f"FoldConfig.torsion_gradient must be 'analytic' or 'autodiff', got {self.torsion_gradient!r}")
         if self.fragment_size is not None and self.fragment_size < 3:
             raise ValueError(f"FoldConfig.fragment_size must be >= 3 or None, got {self.fragment_size}")
 

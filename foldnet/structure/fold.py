@@ -30,7 +30,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from foldnet.common import residue_constants as rc
 from foldnet.common.protein import Protein
-from foldnet.geometry.nerf import build_backbone, ideal_bond_angles, ideal_bond_lengths, internal_coordinates, place_atom
+from foldnet.geometry.nerf import backbone_from_phi_psi, build_backbone, ideal_bond_angles, ideal_bond_lengths, internal_coordinates, place_atom
 from foldnet.geometry.vectors import virtual_cb
 from foldnet.structure.config import FoldConfig
 from foldnet.structure.confidence import residue_confidence
@@ -66,25 +66,32 @@ class FoldResult(NamedTuple):
     best_restart: int
 
 
-@functools.partial(jax.jit, static_argnames=("num", "noise_rad"))
-def sample_torsions(key: jax.Array, log_probs: jnp.ndarray, num: int, noise_rad: float) -> jnp.ndarray:
+def sample_torsions(rng: np.random.Generator, log_probs, num: int, noise_rad: float) -> np.ndarray:
     """Sample angles [num, L] from per-residue bin distributions, plus Gaussian noise.
 
+    A bin by inverse-CDF sampling, a uniform position within it, then the noise. On the host
+    in numpy: a few thousand numbers, where a jitted sampler cost a 1.5 s XLA compilation
+    for every new length bucket (measured at 300 residues) for microseconds of work.
+
     Args:
-      key: PRNG key.
-      log_probs: [L, 36] log bin probabilities.
+      rng: numpy Generator (``fold`` seeds one per call).
+      log_probs: [L, 36] log bin probabilities (need not be normalised).
       num: number of samples (restarts).
       noise_rad: standard deviation of the added noise (radians).
     Returns:
-      [num, L] angles in radians.
+      [num, L] float32 angles in radians.
     """
-    k_bin, k_in, k_noise = jax.random.split(key, 3)
-    length = log_probs.shape[0]
-    bins = jax.random.categorical(k_bin, log_probs, axis=-1, shape=(num, length))
+    log_probs = np.asarray(log_probs, np.float64)
+    probs = np.exp(log_probs - log_probs.max(-1, keepdims=True))
+    cdf = np.cumsum(probs, axis=-1)
+    cdf /= cdf[:, -1:]
+    length, nbins = log_probs.shape
+    u = rng.random((num, length))
+    bins = np.minimum((u[..., None] >= cdf[None]).sum(-1), nbins - 1)
     width = 2.0 * math.pi / rc.NUM_TORSION_BINS
-    centre = jnp.asarray(rc.TORSION_CENTERS_RAD)[bins]
-    within = jax.random.uniform(k_in, (num, length), minval=-0.5 * width, maxval=0.5 * width)
-    return centre + within + noise_rad * jax.random.normal(k_noise, (num, length))
+    centre = np.asarray(rc.TORSION_CENTERS_RAD, np.float64)[bins]
+    within = rng.uniform(-0.5 * width, 0.5 * width, (num, length))
+    return (centre + within + noise_rad * rng.standard_normal((num, length))).astype(np.float32)
 
 
 def _torsions(phi: jnp.ndarray, psi: jnp.ndarray) -> jnp.ndarray:
@@ -92,6 +99,8 @@ def _torsions(phi: jnp.ndarray, psi: jnp.ndarray) -> jnp.ndarray:
 
 
 def _coords(phi: jnp.ndarray, psi: jnp.ndarray, config: FoldConfig) -> jnp.ndarray:
+    if config.torsion_gradient == "analytic":
+        return backbone_from_phi_psi(phi, psi, config.nerf_method, config.fragment_size)
     return build_backbone(_torsions(phi, psi), method=config.nerf_method, fragment_size=config.fragment_size)
 
 
@@ -396,17 +405,16 @@ def fold(
         dist_probs, phi_probs, psi_probs, reference, config.length_bucket)
     orient_p = _padded_orientation(orientation, len(residue_mask))
     potential = make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask, orient_p)
-    key = jax.random.PRNGKey(seed)
-    k_phi, k_psi = jax.random.split(key)
+    rng = np.random.default_rng(seed)
     noise = math.radians(config.init_noise_deg)
-    phi0 = sample_torsions(k_phi, potential.phi_log_probs, config.num_restarts, noise)
-    psi0 = sample_torsions(k_psi, potential.psi_log_probs, config.num_restarts, noise)
-    phi, psi, energies, terms, _, all_coords = descend(potential, phi0, psi0, config)
-    energies = np.asarray(energies)
+    phi0 = sample_torsions(rng, potential.phi_log_probs, config.num_restarts, noise)
+    psi0 = sample_torsions(rng, potential.psi_log_probs, config.num_restarts, noise)
+    # Everything after the descent in numpy: indexing device arrays eagerly would compile a
+    # dozen small XLA programs per new length bucket (~0.5 s measured at 300 residues).
+    phi, psi, energies, terms, _, all_coords = jax.device_get(descend(potential, phi0, psi0, config))
     best = int(np.argmin(np.where(np.isfinite(energies), energies, np.inf)))
-    best_phi, best_psi = phi[best], psi[best]
     coords = all_coords[best, :length]
-    torsions = _torsions(best_phi, best_psi)[:length]
+    torsions = np.stack([phi[best], psi[best], np.full_like(phi[best], math.pi)], axis=-1)[:length]
     best_terms = {k: float(v[best]) for k, v in terms.items()}
     best_energy = float(energies[best])
     if config.refine_steps > 0:
