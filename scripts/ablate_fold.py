@@ -265,8 +265,27 @@ def write(results: dict, out: Path) -> None:
             f"| {name} | {ov} | {v['median_tm']:.3f} | {v['mean_tm']:.3f} | {v['tm_ge_05']:.0%} | {d.mean():+.3f} | "
             f"{int((d > 0.01).sum())} / {int((d < -0.01).sum())} | {v['median_best_of_restarts']:.3f} | "
             f"{v['mean_spearman_energy_tm']:.2f} | {v['seconds']:.0f} |")
+    rules = list(results["variants"][names[0]].get("by_pick", {}))
+    if rules:
+        lines += [
+            "", "Restart selection rules (same restarts; `energy` is what `fold` does; `consensus_*`: the restart "
+            "with the highest mean lDDT-Ca / TM-score to the other restarts; `low_half_*`: the same among the "
+            "lower-energy half):", "",
+            "| variant | " + " | ".join(f"{r} median / mean TM" for r in rules) + " |",
+            "|---|" + "---|" * len(rules),
+        ]
+        for name in names:
+            b = results["variants"][name]["by_pick"]
+            lines.append(f"| {name} | " + " | ".join(
+                f"{b[r]['median_tm']:.3f} / {b[r]['mean_tm']:.3f}" if r in b else "-" for r in rules) + " |")
+    # The restart-vs-restart agreement matrices stay out of the file (R^2 numbers per chain and
+    # variant); the picks they led to are kept.
+    slim = json.loads(json.dumps(results))
+    for v in slim["variants"].values():
+        for row in v["per_chain"]:
+            row.pop("agreement", None)
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
+    tmp.write_text(json.dumps(slim, indent=1))
     tmp.replace(out.with_suffix(".json"))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 

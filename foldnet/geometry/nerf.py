@@ -31,6 +31,11 @@ Three chain builders, same result (to f32 rounding):
   pNeRF's sequential loop. Sequential depth: fragment_size + log2(#fragments)
   instead of 3L, which is what makes long chains fast on CPU and accelerators.
 
+Folding differentiates the chain in (phi, psi) only: ``backbone_from_phi_psi`` builds it with
+any of the three and returns the gradient in closed form (``torsion_gradients``: each torsion
+turns the rest of the chain rigidly about its bond, so the gradient is a suffix sum of atom
+moments, O(L)) instead of reverse-mode through the builder.
+
 Carbonyl O and virtual CB are placed afterwards, vectorised over residues: O lies in
 the peptide plane anti to N(i+1), i.e. torsion N-CA-C-O = psi + 180 degrees with the
 Engh & Huber C=O bond and CA-C-O angle; CB is the ideal virtual CB (``virtual_cb``).
