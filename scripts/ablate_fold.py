@@ -6,7 +6,8 @@ distributions and the prior's background are cached in an .npz file. Every varia
 folds those same inputs with ``foldnet.structure.fold``'s own pieces (potential, sampling,
 descent) and keeps every restart, so the table can say both what the lowest-energy pick
 scores (what ``fold`` returns) and what the best of the restarts would have scored (is the
-limit the search, the pick, or the potential?).
+limit the search, the pick, or the potential?), and what consensus picks would score: the
+restart that agrees best (lDDT-Ca, TM-score) with the other restarts.
 
     python scripts/ablate_fold.py --chains 40 --max-length 300 \
         --variant off:separation_ramp=0 --variant fast: \
