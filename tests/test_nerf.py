@@ -26,6 +26,7 @@ from foldnet.geometry import (
     place_atom,
     srf_point,
     torsion_gradients,
+    trans_torsions,
 )
 from foldnet.metrics import kabsch, rmsd
 
@@ -222,8 +223,7 @@ def test_analytic_torsion_gradients_match_autodiff(chains, which):
     target = jnp.sqrt(jnp.sum(jnp.square(x_true[:, None] - x_true[None]), -1))
 
     def reference(phi, psi):  # the frames builder is checked against the sequential one above
-        t = jnp.stack([phi, psi, jnp.full_like(phi, math.pi)], -1)
-        return _all_atom_loss(build_backbone(t, method="frames"), target)
+        return _all_atom_loss(build_backbone(trans_torsions(phi, psi), method="frames"), target)
 
     def analytic(phi, psi):
         return _all_atom_loss(backbone_from_phi_psi(phi, psi, "frames"), target)
@@ -238,8 +238,8 @@ def test_analytic_torsion_gradients_match_autodiff(chains, which):
         np.testing.assert_allclose(g, w, atol=2e-4 * scale)
     # phi_0 moves only atoms placed from the arbitrary reference triple, but it still rotates
     # residue 0's C, O, CB: not zero, and equal too (checked above). Forward: the same builder.
-    t = jnp.stack([phi, psi, jnp.full_like(phi, math.pi)], -1)
-    np.testing.assert_allclose(np.asarray(forward), np.asarray(_build(t, method="frames")), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(forward), np.asarray(_build(trans_torsions(phi, psi), method="frames")),
+                               atol=1e-4)
 
 
 def test_torsion_gradient_of_one_atom_by_hand():

@@ -22,6 +22,7 @@ from foldnet.geometry.nerf import (
     place_atom,
     srf_point,
     torsion_gradients,
+    trans_torsions,
 )
 from foldnet.geometry.vectors import distance, norm, normalize, pairwise_distances, virtual_cb
 
@@ -44,5 +45,6 @@ __all__ = [
     "place_atom",
     "srf_point",
     "torsion_gradients",
+    "trans_torsions",
     "virtual_cb",
 ]

@@ -381,6 +381,11 @@ def internal_coordinates(
     return torsions, bonds.astype(jnp.float32), angles.astype(jnp.float32), mask
 
 
+def trans_torsions(phi, psi, xp=jnp):
+    """[L, 3] torsions (phi, psi, omega = 180 degrees) for ``build_backbone``; ``xp=np`` on the host."""
+    return xp.stack([phi, psi, xp.full_like(phi, math.pi)], axis=-1)
+
+
 def torsion_gradients(coords: jnp.ndarray, cotangent: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Gradient in (phi, psi) of a scalar whose gradient in the backbone atoms is ``cotangent``.
 
@@ -411,12 +416,11 @@ def torsion_gradients(coords: jnp.ndarray, cotangent: jnp.ndarray) -> tuple[jnp.
     suffix = jnp.matmul(later, per_residue, precision=_HIGHEST)
     m_after, g_after = suffix[:, :3], suffix[:, 3:]
     n, ca, c = x[:, 0], x[:, 1], x[:, 2]
-    o_idx, cb_idx, c_idx = rc.ATOM_TYPES.index("O"), rc.ATOM_TYPES.index("CB"), rc.ATOM_TYPES.index("C")
-    m_phi = m_after + moment[:, c_idx] + moment[:, o_idx] + moment[:, cb_idx]
-    g_phi = g_after + g[:, c_idx] + g[:, o_idx] + g[:, cb_idx]
+    m_phi = m_after + moment[:, rc.C_IDX] + moment[:, rc.O_IDX] + moment[:, rc.CB_IDX]
+    g_phi = g_after + g[:, rc.C_IDX] + g[:, rc.O_IDX] + g[:, rc.CB_IDX]
     d_phi = jnp.sum(normalize(ca - n) * (m_phi - jnp.cross(ca, g_phi)), axis=-1)
-    m_psi = m_after + moment[:, o_idx]
-    g_psi = g_after + g[:, o_idx]
+    m_psi = m_after + moment[:, rc.O_IDX]
+    g_psi = g_after + g[:, rc.O_IDX]
     d_psi = jnp.sum(normalize(c - ca) * (m_psi - jnp.cross(c, g_psi)), axis=-1)
     return d_phi, d_psi
 
@@ -434,8 +438,7 @@ def backbone_from_phi_psi(
     Returns:
       [L, 5, 3] N, CA, C, O, CB.
     """
-    torsions = jnp.stack([phi, psi, jnp.full_like(phi, math.pi)], axis=-1)
-    return build_backbone(torsions, method=method, fragment_size=fragment_size)
+    return build_backbone(trans_torsions(phi, psi), method=method, fragment_size=fragment_size)
 
 
 def _backbone_fwd(phi, psi, method, fragment_size):

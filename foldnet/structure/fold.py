@@ -30,7 +30,9 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from foldnet.common import residue_constants as rc
 from foldnet.common.protein import Protein
-from foldnet.geometry.nerf import backbone_from_phi_psi, build_backbone, ideal_bond_angles, ideal_bond_lengths, internal_coordinates, place_atom
+from foldnet.geometry.nerf import (
+    backbone_from_phi_psi, build_backbone, ideal_bond_angles, ideal_bond_lengths, internal_coordinates, place_atom,
+    trans_torsions)
 from foldnet.geometry.vectors import virtual_cb
 from foldnet.structure.config import FoldConfig
 from foldnet.structure.confidence import residue_confidence
@@ -94,14 +96,10 @@ def sample_torsions(rng: np.random.Generator, log_probs, num: int, noise_rad: fl
     return (centre + within + noise_rad * rng.standard_normal((num, length))).astype(np.float32)
 
 
-def _torsions(phi: jnp.ndarray, psi: jnp.ndarray) -> jnp.ndarray:
-    return jnp.stack([phi, psi, jnp.full_like(phi, math.pi)], axis=-1)
-
-
 def _coords(phi: jnp.ndarray, psi: jnp.ndarray, config: FoldConfig) -> jnp.ndarray:
     if config.torsion_gradient == "analytic":
         return backbone_from_phi_psi(phi, psi, config.nerf_method, config.fragment_size)
-    return build_backbone(_torsions(phi, psi), method=config.nerf_method, fragment_size=config.fragment_size)
+    return build_backbone(trans_torsions(phi, psi), method=config.nerf_method, fragment_size=config.fragment_size)
 
 
 def restart_mesh(num_restarts: int) -> Optional[Mesh]:
@@ -414,7 +412,7 @@ def fold(
     phi, psi, energies, terms, _, all_coords = jax.device_get(descend(potential, phi0, psi0, config))
     best = int(np.argmin(np.where(np.isfinite(energies), energies, np.inf)))
     coords = all_coords[best, :length]
-    torsions = np.stack([phi[best], psi[best], np.full_like(phi[best], math.pi)], axis=-1)[:length]
+    torsions = trans_torsions(phi[best], psi[best], xp=np)[:length]
     best_terms = {k: float(v[best]) for k, v in terms.items()}
     best_energy = float(energies[best])
     if config.refine_steps > 0:
