@@ -111,6 +111,15 @@ def fold_300(restarts: int = 8) -> dict:
     return next(r for r in res["length"] if r["length"] == 300)
 
 
+def _paired(row: dict, peer: str) -> str:
+    """The round-by-round ratio peer / foldnet f32: median (min-max), rounds at >= 1.5x."""
+    ratios = row.get(f"{peer}_over_foldnet_rounds")
+    if not ratios:
+        return "-"
+    return (f"{np.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}), "
+            f"{sum(r >= 1.5 for r in ratios)} of {len(ratios)}")
+
+
 def to_markdown(res: dict) -> str:
     meta = res["meta"]
     lines = [
@@ -121,7 +130,8 @@ def to_markdown(res: dict) -> str:
         f"({meta['note']}).",
         "",
         f"Batch {meta['batch']}, median of {meta['rounds']} rounds of {meta['steps']} steps, "
-        "the stacks alternating round by round. foldnet: real ProteinNet validation crops, "
+        "the stacks alternating round by round (the per-round column pairs each PyTorch round with the "
+        "foldnet f32 round just before it). foldnet: real ProteinNet validation crops, "
         "the jitted train step with the state donated; peers: "
         "`../shared/peers/peer_step_bench.py` (random inputs of the same shapes). "
         f"Matmul ceiling measured in this run: {meta['matmul_gflops']:.0f} GFLOP/s "
@@ -134,9 +144,9 @@ def to_markdown(res: dict) -> str:
         "them. GFLOP/s: XLA's FLOP count of the step without the kernels / step time.",
         "",
         "| crop | foldnet f32 (ms) | foldnet f32, one device (ms) | foldnet bf16 (ms) | foldnet f32, XLA only (ms) "
-        "| PyTorch (ms) | Keras (ms) | PyTorch / foldnet f32 | foldnet GFLOP/s | fraction of matmul "
-        "| XLA only: fraction of matmul |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| PyTorch (ms) | Keras (ms) | PyTorch / foldnet f32 | per round: median (min-max), rounds >= 1.5x "
+        "| foldnet GFLOP/s | fraction of matmul | XLA only: fraction of matmul |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in res["train"]:
         lines.append(
@@ -145,7 +155,7 @@ def to_markdown(res: dict) -> str:
             f"{r.get('foldnet_bfloat16_ms', float('nan')):.0f} | "
             f"{r.get('foldnet_float32_xla_ms', float('nan')):.0f} | "
             f"{r.get('torch_ms', float('nan')):.0f} | {r.get('keras_ms', float('nan')):.0f} | "
-            f"{r.get('torch_ms', float('nan')) / r['foldnet_float32_ms']:.2f} | "
+            f"{r.get('torch_ms', float('nan')) / r['foldnet_float32_ms']:.2f} | {_paired(r, 'torch')} | "
             f"{r['foldnet_float32_gflops']:.1f} | {r['fraction_of_matmul']:.2f} | "
             f"{r.get('fraction_of_matmul_xla', float('nan')):.2f} |"
         )
@@ -221,6 +231,11 @@ def main(argv: list[str] | None = None) -> None:
         row["foldnet_float32_page_faults_per_step"] = faults_per_step(steps["float32"]["run"])
         for which in args.peers:
             row[f"{which}_ms"] = float(np.median(times[which]))
+            # Paired by round: the two stacks ran seconds apart, so a slow phase of this shared
+            # machine (step times here drift by tens of percent over minutes) hits both alike.
+            ratios = [p / f for p, f in zip(times[which], times["float32"])]
+            row[f"{which}_over_foldnet_rounds"] = ratios
+            row[f"{which}_over_foldnet_paired_median"] = float(np.median(ratios))
         row["fraction_of_matmul"] = row["foldnet_float32_gflops"] * 1e9 / mm
         row["fraction_of_matmul_xla"] = row["foldnet_float32_xla_gflops"] * 1e9 / mm
         print(json.dumps({k: v for k, v in row.items() if k != "rounds_ms"}), flush=True)

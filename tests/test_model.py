@@ -25,6 +25,7 @@ from foldnet.model import (
     torsion_circular_mean,
 )
 from model_fixtures import FAST_COMPILE, example_from_protein, load_chains, make_batch
+from foldnet.model import layers
 
 REPO = Path(__file__).resolve().parent.parent
 CROP = 24
@@ -303,3 +304,38 @@ def test_bottleneck_block_is_residual():
     zeroed = jax.tree_util.tree_map(jnp.zeros_like, params["up"])
     y0 = block.apply({"params": {**params, "up": zeroed}}, x, mask, train=False)
     np.testing.assert_array_equal(np.asarray(y0), np.asarray(x * mask))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.25, 0.5])
+def test_dropout_multiplier_rate_scale_and_determinism(rate):
+    """One random byte per element: drop probability round(256 rate) / 256, kept elements
+    scaled so the mean multiplier is 1, the same key gives the same mask."""
+    t = round(256 * rate)
+    key = jax.random.PRNGKey(3)
+    m = np.asarray(layers.dropout_multiplier(key, rate, (4, 64, 64, 32)))
+    n = m.size
+    dropped = np.mean(m == 0)
+    p = t / 256
+    assert abs(dropped - p) < 5 * math.sqrt(p * (1 - p) / n)  # binomial, 5 sigma
+    np.testing.assert_allclose(np.unique(m[m > 0]), [256 / (256 - t)], rtol=1e-7)
+    assert abs(m.mean() - 1.0) < 5 * math.sqrt(p / (1 - p) / n)
+    np.testing.assert_array_equal(m, np.asarray(layers.dropout_multiplier(key, rate, (4, 64, 64, 32))))
+    other = np.asarray(layers.dropout_multiplier(jax.random.PRNGKey(4), rate, (4, 64, 64, 32)))
+    assert np.mean((other == 0) != (m == 0)) > p  # a different key: a different mask
+    # odd sizes (not a multiple of the 4 bytes of a word) and the per-channel layout
+    odd = np.asarray(layers.dropout_multiplier(key, rate, (3, 5, 7)))
+    assert odd.shape == (3, 5, 7) and set(np.unique(odd)) <= {0.0, np.float32(256 / (256 - t))}
+    # neighbouring channels are not correlated (the four bytes of a word are independent)
+    d = (m == 0).reshape(-1, 32)
+    both = np.mean(d[:, 0::2] & d[:, 1::2])
+    assert abs(both - p * p) < 5 * math.sqrt(p * p * (1 - p * p) / (n / 2))
+
+
+def test_dropout_module_rejects_rates_that_round_to_nothing_and_is_identity_in_eval():
+    x = jnp.ones((2, 8, 16))
+    mod = layers.Dropout(0.001)
+    with pytest.raises(ValueError, match="rounds to 0"):
+        mod.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+    np.testing.assert_array_equal(layers.Dropout(0.3).apply({}, x, deterministic=True), x)
+    y = layers.Dropout(0.3).apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+    assert 0.2 < float(jnp.mean(y == 0)) < 0.4

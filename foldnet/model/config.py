@@ -34,7 +34,8 @@ class ModelConfig:
       dilations: dilation cycle of the 2D blocks (block k uses dilations[k % len]).
       kernel_1d: 1D convolution width.
       kernel_2d: 2D convolution size (kernel_2d x kernel_2d).
-      dropout: dropout rate inside residual blocks (train only).
+      dropout: dropout rate inside residual blocks (train only), applied as round(256 x rate) / 256
+        (``layers.dropout_multiplier``: one random byte per element).
       use_profile: feed the profile (x has_profile) and the indicator channel.
       max_relpos: relative positions |i - j| are one-hot encoded, clipped here.
       torsion_bins: number of torsion bins (rc.NUM_TORSION_BINS; bins are fixed there).
@@ -95,6 +96,10 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.dropout > 0 and not 0 < round(256 * self.dropout) < 256:
+            # layers.dropout_multiplier drops with probability round(256 * rate) / 256
+            raise ValueError(f"ModelConfig.dropout={self.dropout} rounds to a drop probability of "
+                             f"{round(256 * self.dropout)} / 256: use 0 or a rate in [0.002, 0.998]")
         for f in ("distogram_weight", "torsion_weight", "ca_distogram_weight", "orientation_weight", "ss_weight"):
             if getattr(self, f) < 0:
                 raise ValueError(f"ModelConfig.{f} must be >= 0, got {getattr(self, f)}")

@@ -273,7 +273,7 @@ def residual_block(x, mask, norm_a, norm_a_bias, kernel_a, bias_a, norm_b, norm_
 
     h1 = elu(LN_a(x)) * m; c1 = conv_a(h1) + bias_a; h2 = elu(LN_b(c1)) * m * drop;
     returns (x + conv_b(h2) + bias_b) * m. ``drop`` is the dropout multiplier (0 or
-    1 / keep, from ``nn.Dropout``) or None; ``mask`` [B, H, W, 1] and ``drop`` are
+    1 / keep, from ``layers.Dropout``) or None; ``mask`` [B, H, W, 1] and ``drop`` are
     constants (zero cotangents).
 
     Why one custom VJP for the whole block: every tensor the block hands on is then a

@@ -20,6 +20,7 @@ import flax.linen as nn
 from flax.linen.linear import default_kernel_init
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from foldnet.model import cpu_kernels
 from foldnet.model.conv import conv_general_dilated
@@ -33,6 +34,39 @@ def _normalize(x: jnp.ndarray, epsilon: float) -> tuple[jnp.ndarray, jnp.ndarray
     var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=-1, keepdims=True) - jnp.square(mean))
     r = jax.lax.rsqrt(var + epsilon)
     return (x - mean) * r, r
+
+
+def dropout_multiplier(key: jax.Array, rate: float, shape: Sequence[int]) -> jnp.ndarray:
+    """Inverted-dropout multiplier: 0 with probability ~``rate``, else 1 / (1 - that probability).
+
+    Each element draws one random byte and is dropped when the byte is below
+    t = round(256 * rate), so the drop probability is t / 256 (0.1 -> 0.1016) and the
+    kept elements are scaled by 256 / (256 - t): the multiplier's mean is exactly 1. One
+    32-bit word makes four decisions, where ``jax.random.bernoulli`` spends a word on each:
+    on CPU the random bits, not the multiply, are the cost of dropout (threefry, the default
+    PRNG, measured 2.5x slower for the 2D trunk's masks; docs/model.md).
+    """
+    t = int(round(256 * rate))
+    if not 0 < t < 256:
+        raise ValueError(f"dropout rate {rate} rounds to {t} / 256: needs 0 < round(256 * rate) < 256")
+    shape = tuple(shape)
+    n = int(np.prod(shape))
+    words = jax.random.bits(key, ((n + 3) // 4,), jnp.uint32)
+    byte = jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(-1)[:n].reshape(shape)
+    return jnp.where(byte >= t, jnp.float32(256.0 / (256 - t)), jnp.float32(0.0))
+
+
+class Dropout(nn.Module):
+    """Inverted dropout with ``dropout_multiplier``'s masks (the "dropout" RNG stream, as
+    ``flax.linen.Dropout``)."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, deterministic: bool) -> jnp.ndarray:
+        if deterministic or self.rate == 0:
+            return x
+        return x * dropout_multiplier(self.make_rng("dropout"), self.rate, x.shape).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -195,7 +229,7 @@ class ResidualBlock(nn.Module):
         h = F32LayerNorm(p, name="norm_a")(x, elu_mask=m)
         h = conv("conv_a")(p.cast_compute(h))
         h = F32LayerNorm(p, name="norm_b")(h, elu_mask=m)
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = Dropout(self.dropout)(h, deterministic=not train)
         h = conv("conv_b")(p.cast_compute(h))
         return (x + h) * mask.astype(x.dtype)
 
@@ -216,7 +250,7 @@ class ResidualBlock(nn.Module):
         nb = _NormParams(p.param_dtype, name="norm_b")(c)
         drop = None
         if train and self.dropout > 0:
-            drop = nn.Dropout(self.dropout, deterministic=False)(jnp.ones(x.shape[:-1] + (c,), jnp.float32))
+            drop = Dropout(self.dropout)(jnp.ones(x.shape[:-1] + (c,), jnp.float32), deterministic=False)
         kb = KernelParams(c, tuple(self.kernel_size), p.param_dtype, name="conv_b")(c)
         m = mask.astype(jnp.float32)
         return cpu_kernels.residual_block(x.astype(jnp.float32), m, *na, *ka, *nb, *kb, drop,
@@ -300,6 +334,6 @@ class BottleneckBlock(nn.Module):
         h = F32LayerNorm(p, name="norm_b")(h, elu_mask=m)
         h = _conv(self.bottleneck, self.kernel_size, self.dilation, p, "conv")(p.cast_compute(h))
         h = F32LayerNorm(p, name="norm_c")(h, elu_mask=m)
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = Dropout(self.dropout)(h, deterministic=not train)
         h = dense(self.features, "up")(p.cast_compute(h))
         return (x + h) * mask.astype(x.dtype)
