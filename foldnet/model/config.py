@@ -19,6 +19,16 @@ from foldnet.common.paths import config_dir
 _DTYPES = ("bfloat16", "float32")
 
 
+def dropout_threshold(rate: float) -> int:
+    """The byte threshold t of ``layers.dropout_multiplier``: an element is dropped when its random
+    byte is below t = round(256 * rate), i.e. with probability t / 256. Raises if t is 0 or 256."""
+    t = int(round(256 * rate))
+    if not 0 < t < 256:
+        raise ValueError(f"dropout rate {rate} rounds to {t} / 256 (the drop probability): "
+                         "use 0 or a rate in [0.002, 0.998]")
+    return t
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Sizes and switches of the 1D torsion ResNet and the 2D distogram ResNet.
@@ -96,10 +106,11 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.dropout > 0 and not 0 < round(256 * self.dropout) < 256:
-            # layers.dropout_multiplier drops with probability round(256 * rate) / 256
-            raise ValueError(f"ModelConfig.dropout={self.dropout} rounds to a drop probability of "
-                             f"{round(256 * self.dropout)} / 256: use 0 or a rate in [0.002, 0.998]")
+        if self.dropout > 0:
+            try:
+                dropout_threshold(self.dropout)
+            except ValueError as e:
+                raise ValueError(f"ModelConfig.dropout: {e}") from None
         for f in ("distogram_weight", "torsion_weight", "ca_distogram_weight", "orientation_weight", "ss_weight"):
             if getattr(self, f) < 0:
                 raise ValueError(f"ModelConfig.{f} must be >= 0, got {getattr(self, f)}")

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from foldnet.model import cpu_kernels
+from foldnet.model.config import dropout_threshold
 from foldnet.model.conv import conv_general_dilated
 from foldnet.model.precision import Policy
 
@@ -46,9 +47,7 @@ def dropout_multiplier(key: jax.Array, rate: float, shape: Sequence[int]) -> jnp
     on CPU the random bits, not the multiply, are the cost of dropout (threefry, the default
     PRNG, measured 2.5x slower for the 2D trunk's masks; docs/model.md).
     """
-    t = int(round(256 * rate))
-    if not 0 < t < 256:
-        raise ValueError(f"dropout rate {rate} rounds to {t} / 256: needs 0 < round(256 * rate) < 256")
+    t = dropout_threshold(rate)
     shape = tuple(shape)
     n = int(np.prod(shape))
     words = jax.random.bits(key, ((n + 3) // 4,), jnp.uint32)
