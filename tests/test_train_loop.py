@@ -165,3 +165,48 @@ def test_init_from_warm_starts_from_a_runs_parameters(small, tmp_path):
     _, opt, state = create_train_state(tc.model, tc.optim, 0, example)
     with pytest.raises(ValueError, match=r"init_from runs/a: parameter .* has shape"):
         warm_start(state, opt, a_params, "runs/a")
+
+
+def test_init_grow_appends_identity_blocks(small, tmp_path):
+    """A deeper trunk grown from trained parameters computes what they did: the appended blocks
+    start as the identity (last layer zero), everything else is copied; without init_grow, or
+    with a missing parameter outside a whole new block, it is refused."""
+    import jax
+
+    from foldnet.train.state import create_train_state, warm_start
+
+    common = ["debug=tiny", "val.baselines=false", "logging.tensorboard=false", "logging.curves=false",
+              *_data_overrides(small)]
+    tc_a = to_train_config(_compose([f"run_dir={tmp_path / 'a'}", *common]))
+    tc_b = to_train_config(_compose([f"run_dir={tmp_path / 'b'}", *common,
+                                     f"model.blocks_2d={tc_a.model.blocks_2d + 2}",
+                                     f"model.blocks_1d={tc_a.model.blocks_1d + 1}"]))
+    example = CropLoader(small / "train.h5", tc_a.data.crop_size, tc_a.data.batch_size, 0, prefetch=0).make_batch(0, 0)
+    model_a, _, state_a = create_train_state(tc_a.model, tc_a.optim, 0, example)
+    model_b, opt_b, state_b = create_train_state(tc_b.model, tc_b.optim, 1, example)
+    # perturb A away from its init so that the copy is checked against trained-like values
+    leaves, tree = jax.tree_util.tree_flatten(state_a.params)
+    rng = np.random.default_rng(0)
+    a_params = jax.tree_util.tree_unflatten(
+        tree, [x + 0.05 * rng.standard_normal(x.shape).astype(np.float32) for x in leaves])
+
+    with pytest.raises(ValueError, match=r"init_from runs/a: it has no parameter .*block_.*init_grow=true"):
+        warm_start(state_b, opt_b, a_params, "runs/a")
+    grown = warm_start(state_b, opt_b, a_params, "runs/a", grow=True)
+    n2 = tc_a.model.blocks_2d
+    new_2d = grown.params["trunk_2d"][f"block_{n2}"]
+    assert not np.any(np.asarray(new_2d["conv_b"]["kernel"]))
+    assert np.any(np.asarray(new_2d["conv_a"]["kernel"]))  # fresh init, not zero: it can learn
+    np.testing.assert_array_equal(grown.params["trunk_2d"]["block_0"]["conv_a"]["kernel"],
+                                  a_params["trunk_2d"]["block_0"]["conv_a"]["kernel"])
+
+    batch = {k: v for k, v in example.items() if k != "example_id"}
+    out_a = model_a.apply({"params": a_params}, batch, train=False)
+    out_b = model_b.apply({"params": grown.params}, batch, train=False)
+    for key in ("dist_logits", "phi_logits", "psi_logits"):
+        np.testing.assert_allclose(np.asarray(out_b[key]), np.asarray(out_a[key]), rtol=0, atol=1e-5)
+
+    # a parameter missing outside a new block (the source's own block lacks a layer) is refused
+    del a_params["trunk_2d"]["block_0"]["conv_b"]
+    with pytest.raises(ValueError, match=r"it has no parameter .*block_0.*conv_b"):
+        warm_start(state_b, opt_b, a_params, "runs/a", grow=True)

@@ -71,6 +71,9 @@ class TrainConfig:
         (a run directory, a checkpoint, or ``pretrained:<name>``; null = random): a warm
         restart with a fresh optimiser, schedule and EMA. Ignored when the run resumes
         from its own checkpoint. The architecture must match ``model``.
+      init_grow: let ``model`` have residual blocks that ``init_from`` lacks (a deeper
+        trunk grown from a trained one): they start as the identity
+        (``train.state.warm_start``).
       data, model, optim, parallel: the group configs.
       val, checkpoint, logging: the loop's sections.
     """
@@ -84,6 +87,7 @@ class TrainConfig:
     nan_steps: list[int] = field(default_factory=list)
     compilation_cache_dir: Optional[str] = None
     init_from: Optional[str] = None
+    init_grow: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

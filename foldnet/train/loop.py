@@ -152,12 +152,12 @@ def _resumed(cfg: TrainConfig, ckpt: Checkpointer, state: Any, loader: CropLoade
     return state, start_step
 
 
-def _warm_started(source: str, state: Any, optimizer: Any) -> Any:
+def _warm_started(source: str, state: Any, optimizer: Any, grow: bool) -> Any:
     """The fresh state with the parameters of ``source`` (``TrainConfig.init_from``)."""
     from foldnet.inference.pretrained import load_for_inference  # inference I/O, only when asked
 
     _, params = load_for_inference(source)
-    state = warm_start(state, optimizer, params, source)
+    state = warm_start(state, optimizer, params, source, grow=grow)
     log.info("initialised the parameters from %s", source)
     return state
 
@@ -214,7 +214,7 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint)
     state, start_step = _resumed(cfg, ckpt, state, loader)
     if start_step == 0 and cfg.init_from:
-        state = _warm_started(cfg.init_from, state, optimizer)
+        state = _warm_started(cfg.init_from, state, optimizer, cfg.init_grow)
     state = pstep.replicate(state)
 
     logger = RunLogger(run_dir, enabled=writer, tensorboard=cfg.logging.tensorboard)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import flax.struct
@@ -104,34 +105,59 @@ def create_train_state(
     return model, optimizer, state
 
 
-def warm_start(state: TrainState, optimizer: optax.GradientTransformation, params: Any, source: str) -> TrainState:
+# The last layer of a residual branch: ResidualBlock's second convolution, BottleneckBlock's
+# up-projection. Zero there makes a block the identity.
+_LAST_LAYERS = ("conv_b", "up")
+
+
+def _new_block(name: str) -> str | None:
+    """The residual block (``...['block_k']``) a parameter path lies in, else None."""
+    m = re.match(r"(.*\['block_\d+'\])\[", name)
+    return m.group(1) if m else None
+
+
+def warm_start(state: TrainState, optimizer: optax.GradientTransformation, params: Any, source: str,
+               grow: bool = False) -> TrainState:
     """``state`` with ``params`` (a trained network's) in place of its random init.
 
     The optimiser state and the EMA start afresh from ``params`` (a warm restart: the new
     run's schedule, warm-up included, applies from its step 0); step, RNG and skip
     counters are the fresh state's.
 
+    With ``grow``, the model may have whole residual blocks that ``params`` lacks (a deeper
+    trunk, blocks appended after the trained ones): they keep their fresh init except the
+    last layer (``conv_b``; ``up`` in bottleneck blocks), which starts at zero, so each new block starts as the
+    identity and the grown network computes exactly what the trained one did (He et al.'s
+    pre-activation blocks; zero-initialised residual branches as in Goyal et al. 2017).
+
     Raises:
       ValueError: naming ``source`` and the first differing parameter, if ``params`` does
         not have the parameter names and shapes of ``state.params`` (values are cast to
-        its dtypes: a float32 export initialises any run).
+        its dtypes: a float32 export initialises any run), or, with ``grow``, if a
+        parameter is missing outside a block that is missing as a whole.
     """
     want = jax.tree_util.tree_flatten_with_path(state.params)[0]
     got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
     got = {jax.tree_util.keystr(k): v for k, v in got.items()}
+    got_blocks = {_new_block(n) for n in got} - {None}
+    values = []
     for path, leaf in want:
         name = jax.tree_util.keystr(path)
         if name not in got:
-            raise ValueError(f"init_from {source}: it has no parameter {name} (another architecture?)")
+            block = _new_block(name)
+            if grow and block is not None and block not in got_blocks:
+                zero = any(name.startswith(f"{block}['{last}']") for last in _LAST_LAYERS)
+                values.append(jnp.zeros_like(leaf) if zero else leaf)
+                continue
+            raise ValueError(f"init_from {source}: it has no parameter {name} (another architecture?"
+                             + ("" if grow else " a deeper trunk needs init_grow=true") + ")")
         if tuple(np.shape(got[name])) != tuple(leaf.shape):
             raise ValueError(f"init_from {source}: parameter {name} has shape {tuple(np.shape(got[name]))}, "
                              f"the model needs {tuple(leaf.shape)}")
-    if len(got) != len(want):
-        extra = sorted(set(got) - {jax.tree_util.keystr(p) for p, _ in want})
+        values.append(jnp.asarray(got[name], leaf.dtype))
+    extra = sorted(set(got) - {jax.tree_util.keystr(p) for p, _ in want})
+    if extra:
         raise ValueError(f"init_from {source}: parameters the model does not have: {', '.join(extra[:3])}")
-    params = jax.tree_util.tree_unflatten(
-        jax.tree_util.tree_structure(state.params),
-        [jnp.asarray(got[jax.tree_util.keystr(p)], leaf.dtype) for p, leaf in want],
-    )
+    params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state.params), values)
     ema = None if state.ema_params is None else jax.tree_util.tree_map(jnp.copy, params)
     return state.replace(params=params, opt_state=optimizer.init(params), ema_params=ema)
