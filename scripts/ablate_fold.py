@@ -6,8 +6,9 @@ distributions and the prior's background are cached in an .npz file. Every varia
 folds those same inputs with ``foldnet.structure.fold``'s own pieces (potential, sampling,
 descent) and keeps every restart, so the table can say both what the lowest-energy pick
 scores (what ``fold`` returns) and what the best of the restarts would have scored (is the
-limit the search, the pick, or the potential?), and what consensus picks would score: the
-restart that agrees best (lDDT-Ca, TM-score) with the other restarts.
+limit the search, the pick, or the potential?), and what other picks would score: the
+restart that agrees best (lDDT-Ca, TM-score) with the other restarts (consensus), or the one
+lowest in a part of the energy (the distogram term; its mean over pairs |i - j| >= 12 or 24).
 
     python scripts/ablate_fold.py --chains 40 --max-length 300 \
         --variant off:separation_ramp=0 --variant fast: \
@@ -127,8 +128,9 @@ def renormalised(p: np.ndarray) -> np.ndarray:
     return p / p.sum(-1, keepdims=True)
 
 
-def fold_all_restarts(rec: dict, config: FoldConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``fold``'s descent, keeping every restart: (energies [R], CA coordinates [R, L, 3])."""
+def fold_all_restarts(rec: dict, config: FoldConfig, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``fold``'s descent, keeping every restart: (energies [R], CA coordinates [R, L, 3],
+    per-restart selection scores {rule: [R], lower = better} for the pick rules below)."""
     length = len(rec["aatype"])
     dist = renormalised(rec["dist_probs"])
     ref = renormalised(rec["reference"])
@@ -143,9 +145,30 @@ def fold_all_restarts(rec: dict, config: FoldConfig, seed: int) -> tuple[np.ndar
     noise = np.radians(config.init_noise_deg)
     phi0 = F.sample_torsions(rng, potential.phi_log_probs, config.num_restarts, float(noise))
     psi0 = F.sample_torsions(rng, potential.psi_log_probs, config.num_restarts, float(noise))
-    _, _, energies, _, _, coords = F.descend(potential, phi0, psi0, config)
-    coords = np.asarray(coords)[:, :length, rc.CA_IDX]
-    return np.asarray(energies), coords
+    _, _, energies, terms, _, coords = F.descend(potential, phi0, psi0, config)
+    coords = np.asarray(coords)[:, :length]
+    scores = {"distogram_term": np.asarray(terms["distogram"], np.float64)}
+    for sep in (12, 24):
+        scores[f"distogram_sep{sep}"] = separated_distogram_energy(dist, ref, coords[:, :, rc.CB_IDX], sep,
+                                                                   config.reference_weight)
+    return np.asarray(energies), coords[:, :, rc.CA_IDX], scores
+
+
+def separated_distogram_energy(dist: np.ndarray, ref: np.ndarray, cb: np.ndarray, min_sep: int,
+                               reference_weight: float) -> np.ndarray:
+    """Per restart, the mean of -log p_ij(d) + w log ref_ij(d) over pairs |i - j| >= ``min_sep``
+    (d: the restart's CB-CB distance, read off the bin it falls in): the distogram term without
+    the local pairs, whose many sharp terms outweigh the fold-level ones in the full energy."""
+    length = cb.shape[1]
+    i, j = np.triu_indices(length, k=min_sep)
+    if len(i) == 0:
+        return np.zeros(len(cb))
+    v = -np.log(dist[i, j] + 1e-8) + reference_weight * np.log(ref[i, j] + 1e-8)  # [P, bins]
+    out = []
+    for x in cb.astype(np.float64):
+        d = np.linalg.norm(x[i] - x[j], axis=-1)
+        out.append(float(np.mean(v[np.arange(len(i)), rc.distance_to_bin(d)])))
+    return np.array(out)
 
 
 def score(rec: dict, coords: np.ndarray) -> list[float]:
@@ -175,6 +198,8 @@ def picks(row: dict) -> dict:
     """Index of the kept restart under each selection rule."""
     e = np.array(row["energies"])
     out = {"energy": int(np.argmin(e))}
+    for rule, values in row.get("scores", {}).items():
+        out[rule] = int(np.argmin(values))
     for kind, mat in row["agreement"].items():
         m = np.array(mat)
         support = (m.sum(1) - 1) / max(len(m) - 1, 1)  # mean agreement with the other restarts
@@ -212,9 +237,10 @@ def main(argv=None) -> int:
         config = FoldConfig.from_dict({**base, **overrides})
         rows, t0 = [], time.perf_counter()
         for rec in recs:
-            energies, coords = fold_all_restarts(rec, config, args.seed)
+            energies, coords, scores = fold_all_restarts(rec, config, args.seed)
             tms = score(rec, coords)
             row = {"energies": energies.tolist(), "tm": tms, "picked": int(np.argmin(energies)),
+                   "scores": {k: v.tolist() for k, v in scores.items()},
                    "agreement": decoy_agreement(coords, with_tm=len(coords) <= args.max_tm_restarts)}
             row["picks"] = picks(row)
             rows.append(row)
