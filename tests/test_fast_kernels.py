@@ -56,7 +56,9 @@ def test_conv_values_and_gradients_equal_lax(pin, dim, dilation):
 
     ours = jax.value_and_grad(f(fconv.conv_general_dilated), argnums=(0, 1))(x, w)
     ref = jax.value_and_grad(f(lax.conv_general_dilated), argnums=(0, 1))(x, w)
-    assert _rel(ours[0], ref[0]) < 1e-6
+    # Issue 10's bound, 1e-5. The read-out sums 4,536 terms: the Winograd forward's rounding differs
+    # from XLA's direct convolution by 1.6e-6 of the sum with AVX2 (8-float vectors), < 1e-6 with AVX-512.
+    assert _rel(ours[0], ref[0]) < 1e-5
     assert _rel(ours[1][0], ref[1][0]) < 1e-5
     assert _rel(ours[1][1], ref[1][1]) < 1e-5
 
