@@ -150,12 +150,12 @@ def fold_all_restarts(rec: dict, config: FoldConfig, seed: int) -> tuple[np.ndar
     scores = {"distogram_term": np.asarray(terms["distogram"], np.float64)}
     for sep in (12, 24):
         scores[f"distogram_sep{sep}"] = separated_distogram_energy(dist, ref, coords[:, :, rc.CB_IDX], sep,
-                                                                   config.reference_weight)
+                                                                   config.reference_weight, config.prob_eps)
     return np.asarray(energies), coords[:, :, rc.CA_IDX], scores
 
 
 def separated_distogram_energy(dist: np.ndarray, ref: np.ndarray, cb: np.ndarray, min_sep: int,
-                               reference_weight: float) -> np.ndarray:
+                               reference_weight: float, prob_eps: float) -> np.ndarray:
     """Per restart, the mean of -log p_ij(d) + w log ref_ij(d) over pairs |i - j| >= ``min_sep``
     (d: the restart's CB-CB distance, read off the bin it falls in): the distogram term without
     the local pairs, whose many sharp terms outweigh the fold-level ones in the full energy."""
@@ -163,7 +163,8 @@ def separated_distogram_energy(dist: np.ndarray, ref: np.ndarray, cb: np.ndarray
     i, j = np.triu_indices(length, k=min_sep)
     if len(i) == 0:
         return np.zeros(len(cb))
-    v = -np.log(dist[i, j] + 1e-8) + reference_weight * np.log(ref[i, j] + 1e-8)  # [P, bins]
+    # the folding potential's own floor on probabilities (StructureConfig.prob_eps)
+    v = -np.log(dist[i, j] + prob_eps) + reference_weight * np.log(ref[i, j] + prob_eps)  # [P, bins]
     out = []
     for x in cb.astype(np.float64):
         d = np.linalg.norm(x[i] - x[j], axis=-1)

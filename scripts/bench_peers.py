@@ -139,19 +139,22 @@ def to_markdown(res: dict) -> str:
         "bf16 columns run the same program there, so their difference is this run's noise.",
         "",
         "foldnet f32 / bf16: the trainer's default placement (`parallel=auto`: the batch split over "
-        "one CPU device per core, shard_map) with foldnet's CPU kernels (docs/model.md); 'one device': "
-        "`parallel=none`; 'XLA only': the same step traced without the kernels, i.e. the step before "
-        "them. GFLOP/s: XLA's FLOP count of the step without the kernels / step time.",
+        "one CPU device per core, shard_map, when each device keeps `parallel.min_pairs_per_device` "
+        "residue pairs, else one device; the 'auto' column says which) with foldnet's CPU kernels "
+        "(docs/model.md); 'other placement': f32 placed the other way (one device where auto splits, "
+        "split where auto takes one device); 'XLA only': the same step traced without the kernels, i.e. "
+        "the step before them. GFLOP/s: XLA's FLOP count of the step without the kernels / step time.",
         "",
-        "| crop | foldnet f32 (ms) | foldnet f32, one device (ms) | foldnet bf16 (ms) | foldnet f32, XLA only (ms) "
+        "| crop | auto | foldnet f32 (ms) | foldnet f32, other placement (ms) | foldnet bf16 (ms) "
+        "| foldnet f32, XLA only (ms) "
         "| PyTorch (ms) | Keras (ms) | PyTorch / foldnet f32 | per round: median (min-max), rounds >= 1.5x "
         "| foldnet GFLOP/s | fraction of matmul | XLA only: fraction of matmul |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in res["train"]:
         lines.append(
-            f"| {r['crop']} | {r['foldnet_float32_ms']:.0f} | "
-            f"{r.get('foldnet_float32_one_device_ms', float('nan')):.0f} | "
+            f"| {r['crop']} | {'split' if r['foldnet_mode'] != 'none' else 'one device'} | "
+            f"{r['foldnet_float32_ms']:.0f} | {r.get('foldnet_float32_other_placement_ms', float('nan')):.0f} | "
             f"{r.get('foldnet_bfloat16_ms', float('nan')):.0f} | "
             f"{r.get('foldnet_float32_xla_ms', float('nan')):.0f} | "
             f"{r.get('torch_ms', float('nan')):.0f} | {r.get('keras_ms', float('nan')):.0f} | "
@@ -209,11 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     train = []
     for crop in args.crops:
         batch = real_batch(data_root, args.batch, crop)
-        # the trainer's placement (parallel=auto: one CPU device per core) in both precisions,
-        # f32 on one device (parallel=none), and f32 with XLA's own operations only (the step
-        # before foldnet's CPU kernels)
+        # the trainer's placement (parallel=auto) in both precisions, f32 placed the other way
+        # (split where auto takes one device, one device where it splits), and f32 with XLA's own
+        # operations only (the step before foldnet's CPU kernels)
         steps = {dt: bench_step(args.preset, dt, batch) for dt in ("float32", "bfloat16")}
-        steps["float32_one_device"] = bench_step(args.preset, "float32", batch, parallel="none")
+        other = "shard_map" if steps["float32"]["mode"] == "none" else "none"
+        steps["float32_other_placement"] = bench_step(args.preset, "float32", batch, parallel=other)
         steps["float32_xla"] = bench_step(args.preset, "float32", batch, kernels=False)
         times: dict[str, list[float]] = {k: [] for k in [*steps, *args.peers]}
         for _ in range(args.rounds):

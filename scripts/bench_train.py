@@ -136,7 +136,9 @@ def compile_step(pstep, state, batch: dict) -> dict:
 def _preset_step(preset: str, dtype: str, batch: dict, parallel: str):
     cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
     model, opt, state = create_train_state(cfg, OptimConfig(warmup_steps=1, total_steps=1000), 0, batch)
-    return parallelize_train_step(model, opt, resolve(ParallelConfig(mode=parallel), len(batch["aatype"]))), state
+    batch_size, crop = np.shape(batch["aatype"])
+    pcfg = resolve(ParallelConfig(mode=parallel), batch_size, pairs_per_example=crop * crop)  # as the trainer does
+    return parallelize_train_step(model, opt, pcfg), state
 
 
 _MODEL_FLOPS: dict = {}
@@ -207,6 +209,15 @@ def bench_one(preset: str, crop: int, batch: int, dtype: str, steps: int, data_r
     }
 
 
+def write_report(out: str, md: str, payload: dict, markdown: str) -> None:
+    """A benchmark's JSON and markdown table, each written atomically; the table printed."""
+    with atomic.atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    with atomic.atomic_path(md) as tmp:
+        tmp.write_text(markdown)
+    print(markdown)
+
+
 def to_markdown(results: list[dict], meta: dict) -> str:
     lines = [
         f"# Training-step throughput ({meta['preset']} preset)",
@@ -271,11 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         + "Load average at the end of the run: %.1f / %.1f / %.1f." % os.getloadavg(),
         "flops_source": "XLA cost_analysis of the compiled train step traced without foldnet's CPU kernels",
     }
-    with atomic.atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    with atomic.atomic_path(args.md) as tmp:
-        tmp.write_text(to_markdown(results, meta))
-    print(to_markdown(results, meta))
+    write_report(args.out, args.md, {"meta": meta, "results": results}, to_markdown(results, meta))
 
 
 if __name__ == "__main__":

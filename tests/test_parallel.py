@@ -127,6 +127,24 @@ def test_auto_mode_takes_the_devices_the_batch_divides_over(batch_size, num_devi
     assert (got.mode, got.num_devices) == (mode, n)
 
 
+@pytest.mark.parametrize("batch_size, crop, min_pairs, mode, n", [
+    (4, 64, 16384, "none", None),  # 2 x 64^2 = 8,192 pairs per device: too little to split
+    (2, 128, 16384, "shard_map", 2),  # one 128^2 crop per device: split
+    (4, 96, 16384, "shard_map", 2),  # 2 x 96^2 = 18,432
+    (4, 64, 8192, "shard_map", 2),  # the threshold is inclusive
+    (4, 64, 0, "shard_map", 2),  # 0: split whenever the batch divides
+])
+def test_auto_mode_splits_only_steps_large_enough(batch_size, crop, min_pairs, mode, n):
+    got = resolve(ParallelConfig(mode="auto", min_pairs_per_device=min_pairs), batch_size,
+                  pairs_per_example=crop * crop)
+    assert (got.mode, got.num_devices) == (mode, n)
+    # explicit modes ignore the rule
+    assert resolve(ParallelConfig(mode="shard_map", min_pairs_per_device=min_pairs), batch_size,
+                   pairs_per_example=crop * crop).mode == "shard_map"
+    with pytest.raises(ValueError, match="min_pairs_per_device"):
+        ParallelConfig(min_pairs_per_device=-1)
+
+
 def test_auto_mode_keeps_explicit_modes_and_rejects_missing_devices():
     assert resolve(ParallelConfig(mode="pmap"), 3).mode == "pmap"
     with pytest.raises(ValueError, match="concrete mode"):

@@ -37,8 +37,11 @@ def small(tmp_path_factory, data_root):
 
 
 def _data_overrides(d: Path) -> list[str]:
-    # the runs share compiled steps through JAX's persistent cache (test time only)
-    return [f"data.train={d / 'train.h5'}", f"data.val={d / 'val.h5'}", f"compilation_cache_dir={d / 'jax_cache'}"]
+    # the runs share compiled steps through JAX's persistent cache (test time only); the tiny
+    # crops (2 x 32^2 pairs) are below parallel.min_pairs_per_device, so without the last
+    # override parallel=auto would run them on one device: these runs cover the split loop
+    return [f"data.train={d / 'train.h5'}", f"data.val={d / 'val.h5'}", f"compilation_cache_dir={d / 'jax_cache'}",
+            "parallel.min_pairs_per_device=0"]
 
 
 def test_cli_debug_tiny_end_to_end(small, tmp_path):
@@ -71,7 +74,7 @@ def test_cli_debug_tiny_end_to_end(small, tmp_path):
     entries = read_jsonl(run / "metrics.jsonl")
     kinds = [e["kind"] for e in entries]
     assert kinds[0] == "run" and "baseline" in kinds
-    # parallel=auto (the default) split the batch of 2 over conftest's 2 CPU devices
+    # parallel=auto (the default; min_pairs_per_device=0 here) split the batch of 2 over conftest's 2 CPU devices
     assert (entries[0]["parallel"], entries[0]["devices"]) == ("shard_map", 2)
     train_lines = [e for e in entries if e["kind"] == "train"]
     assert [e["step"] for e in train_lines] == [2, 4, 6, 8, 10]

@@ -1,10 +1,12 @@
 """Data parallelism over every device: one per-device step, three ways to run it.
 
 * ``auto`` (the default): ``shard_map`` over as many local devices as divide the
-  per-process batch, ``none`` when that is one (``resolve``). On a CPU host the
-  train CLI exposes one JAX device per core, so this splits the batch over the cores:
-  XLA:CPU runs each convolution on one thread at a time more efficiently than on two
-  (docs/model.md, "CPU: one device per core").
+  per-process batch and leave each at least ``min_pairs_per_device`` residue pairs,
+  ``none`` when that is one (``resolve``). On a CPU host the train CLI exposes one JAX
+  device per core, so this splits large batches over the cores: XLA:CPU runs each
+  convolution on one thread at a time more efficiently than on two (docs/model.md, "CPU:
+  one device per core"); a small step is faster on one device, whose kernels spread over
+  the cores themselves (``scripts/bench_placement.py``).
 * ``none``: the step jitted on one device (the default device).
 * ``shard_map``: the same step under ``jax.shard_map`` over a 1-D ``data`` mesh
   of all (global) devices; the state is replicated (``P()``), the batch split
@@ -53,6 +55,9 @@ class ParallelConfig:
       num_processes: total processes (else JAX_NUM_PROCESSES / cluster auto-detection).
       process_id: this process (else JAX_PROCESS_ID / cluster auto-detection).
       initialization_timeout: seconds to wait for all processes to connect.
+      min_pairs_per_device: ``auto`` splits the batch only while every device keeps at least
+        this many residue pairs (batch x crop^2 / devices); 0 = split whenever the batch
+        divides. Explicit modes ignore it.
     """
 
     mode: str = "auto"
@@ -62,32 +67,41 @@ class ParallelConfig:
     num_processes: Optional[int] = None
     process_id: Optional[int] = None
     initialization_timeout: int = 300
+    # Measured on 2-core CPUs (docs/bench/placement.md): below one 128 x 128 crop per
+    # device, the collectives and the halved kernel work cost more than the split saves.
+    min_pairs_per_device: int = 16384
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"ParallelConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.num_devices is not None and self.num_devices < 1:
             raise ValueError(f"ParallelConfig.num_devices must be >= 1, got {self.num_devices}")
+        if self.min_pairs_per_device < 0:
+            raise ValueError(f"ParallelConfig.min_pairs_per_device must be >= 0, got {self.min_pairs_per_device}")
 
 
-def resolve(cfg: ParallelConfig, batch_size: int) -> ParallelConfig:
+def resolve(cfg: ParallelConfig, batch_size: int, pairs_per_example: Optional[int] = None) -> ParallelConfig:
     """``cfg`` with mode ``auto`` replaced by the concrete mode and device count.
 
     Args:
       cfg: the ParallelConfig.
       batch_size: the per-process batch size (the split must be even).
+      pairs_per_example: residue pairs of one example (crop^2); None = do not apply
+        ``cfg.min_pairs_per_device``.
     Returns:
       ``cfg`` itself unless its mode is ``auto``; then ``shard_map`` over the largest
-      number of devices (at most ``num_devices``, else all local ones) that divides ``batch_size``, or
-      ``none`` when that number is 1. Multi-process runs always take ``shard_map`` over
-      every device.
+      number of devices (at most ``num_devices``, else all local ones) that divides
+      ``batch_size`` and leaves each device ``min_pairs_per_device`` pairs, or ``none``
+      when that number is 1. Multi-process runs always take ``shard_map`` over every device.
     """
     if cfg.mode != "auto":
         return cfg
     if jax.process_count() > 1:
         return dataclasses.replace(cfg, mode="shard_map")
+    pairs = batch_size * pairs_per_example if pairs_per_example else None
     # more num_devices than exist is left for make_mesh to reject, as in the explicit modes
-    n = max(k for k in range(1, (cfg.num_devices or jax.local_device_count()) + 1) if batch_size % k == 0)
+    n = max(k for k in range(1, (cfg.num_devices or jax.local_device_count()) + 1)
+            if batch_size % k == 0 and (k == 1 or pairs is None or pairs // k >= cfg.min_pairs_per_device))
     if n == 1:
         return dataclasses.replace(cfg, mode="none", num_devices=None)
     return dataclasses.replace(cfg, mode="shard_map", num_devices=n)

@@ -126,9 +126,10 @@ def warm_start(state: TrainState, optimizer: optax.GradientTransformation, param
 
     With ``grow``, the model may have whole residual blocks that ``params`` lacks (a deeper
     trunk, blocks appended after the trained ones): they keep their fresh init except the
-    last layer (``conv_b``; ``up`` in bottleneck blocks), which starts at zero, so each new block starts as the
-    identity and the grown network computes exactly what the trained one did (He et al.'s
-    pre-activation blocks; zero-initialised residual branches as in Goyal et al. 2017).
+    last layer (``conv_b``; ``up`` in bottleneck blocks), which starts at zero, so each new
+    block starts as the identity and the grown network computes exactly what the trained one
+    did (He et al.'s pre-activation blocks; zero-initialised residual branches as in Goyal
+    et al. 2017).
 
     Raises:
       ValueError: naming ``source`` and the first differing parameter, if ``params`` does
