@@ -55,7 +55,7 @@ def placements(cfg, batch: dict) -> dict:
 
 
 def bench_shape(cfg, crop: int, batch_size: int, rounds: int, steps: int, data_root: Path) -> dict:
-    batch = real_batch(data_root, batch_size, crop)
+    batch = real_batch(data_root, batch_size, crop, atoms=True)  # for models with auxiliary heads
     steps_of = placements(cfg, batch)
     times: dict[str, list[float]] = {k: [] for k in steps_of}
     for r in range(rounds):

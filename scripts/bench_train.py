@@ -40,6 +40,7 @@ RETAINED = retain_freed_memory()  # XLA's per-step buffers reused, not page-faul
 use_all_cpu_cores()  # as `foldnet train` does: one CPU device per core
 
 from foldnet.common import atomic, geometry_np, paths  # noqa: E402
+from foldnet.data.featurize import featurize  # noqa: E402
 from foldnet.data.proteinnet import iter_proteinnet  # noqa: E402
 from foldnet.model import PRESETS, count_params  # noqa: E402
 from foldnet.model import conv as fconv, heads, layers  # noqa: E402
@@ -48,8 +49,10 @@ from foldnet.train.state import create_train_state  # noqa: E402
 from foldnet.train.parallel import ParallelConfig, parallelize_train_step, resolve  # noqa: E402
 
 
-def real_batch(data_root: Path, batch: int, crop: int, seed: int = 0) -> dict:
-    """A batch-contract batch of random crops of real validation chains (>= crop long)."""
+def real_batch(data_root: Path, batch: int, crop: int, seed: int = 0, atoms: bool = False) -> dict:
+    """A batch-contract batch of random crops of real validation chains (>= crop long); with
+    ``atoms``, also their backbone + CB coordinates, which the auxiliary heads (CA distogram,
+    orientations) are trained on."""
     rng = np.random.default_rng(seed)
     chains = [p for p in itertools.islice(iter_proteinnet(data_root / "proteinnet" / "validation.gz"), 200)
               if len(p) >= crop][:batch]
@@ -71,6 +74,9 @@ def real_batch(data_root: Path, batch: int, crop: int, seed: int = 0) -> dict:
             "torsions": np.where(tm > 0, t, 0.0)[sl].astype(np.float32), "torsion_mask": tm[sl],
             "example_id": np.int32(i), "crop_start": np.int32(s), "length": np.int32(crop),
         })
+        if atoms:
+            f = featurize(p)
+            ex[-1].update(atom_positions=f["atom_positions"][sl], atom_mask=f["atom_mask"][sl])
     return {k: np.stack([e[k] for e in ex]) for k in ex[0]}
 
 
