@@ -44,11 +44,10 @@ from foldnet.train.state import create_train_state  # noqa: E402
 
 def placements(cfg, batch: dict) -> dict:
     """{"none": ..., "split": ...}: ``compile_step`` of the step on one device and split over
-    every local device (as many as divide the batch)."""
-    n = max(k for k in range(1, jax.local_device_count() + 1) if len(batch["aatype"]) % k == 0)
+    as many local devices as ``parallel=auto`` would take with the pair threshold off."""
+    split = resolve(ParallelConfig(min_pairs_per_device=0), len(batch["aatype"]))
     out = {}
-    for name, pcfg in (("none", ParallelConfig(mode="none")),
-                       ("split", ParallelConfig(mode="shard_map", num_devices=n))):
+    for name, pcfg in (("none", ParallelConfig(mode="none")), ("split", split)):
         model, opt, state = create_train_state(cfg, OptimConfig(warmup_steps=1, total_steps=1000), 0, batch)
         out[name] = compile_step(parallelize_train_step(model, opt, pcfg), state, batch)
     return out
