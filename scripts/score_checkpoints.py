@@ -4,9 +4,11 @@ Scores, on the run's own validation chains and settings (its saved config), the
 parameters of every kept step (the EMA when the run kept one) and the leaf-wise
 mean of the last ``--last`` of them (``foldnet.inference.checkpoint_io.average_params``),
 so a checkpoint average is compared with the final checkpoint on the same chains.
+``--single`` also scores every row with the profiles withheld (the FASTA-only mode; columns
+``single_*``), e.g. to follow that mode along a run that did not log "val_single" lines.
 
 Usage:
-  python scripts/score_checkpoints.py RUN_DIR [--last 5] [--out RUN_DIR/checkpoint_average.json]
+  python scripts/score_checkpoints.py RUN_DIR [--last 5] [--single] [--out RUN_DIR/checkpoint_average.json]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from foldnet.model import build_model  # noqa: E402
 from foldnet.train.config import register_configs, to_train_config  # noqa: E402
 from foldnet.train.loop import split_paths  # noqa: E402
 from foldnet.train.step import make_eval_step  # noqa: E402
-from foldnet.train.validate import validation_batches, validation_metrics  # noqa: E402
+from foldnet.train.validate import validation_batches, validation_metrics, withhold_profile  # noqa: E402
 
 KEYS = ("dist_nll", "lr_top_l5_precision", "phi_mae_deg", "psi_mae_deg")
 
@@ -37,6 +39,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
     ap.add_argument("--last", type=int, default=5, help="average the last K kept steps")
+    ap.add_argument("--single", action="store_true", help="also score with the profiles withheld")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     register_configs()
@@ -51,18 +54,27 @@ def main(argv=None) -> int:
     val = H5Dataset(split_paths(cfg)[1])
 
     def score(params) -> dict:
-        m = validation_metrics(lambda b: predict(params, b), validation_batches(val, cfg.val),
-                               min_separation=cfg.model.distogram_min_separation)
-        return {k: float(m[k]) for k in KEYS}
+        modes = {"": lambda b: b}
+        if args.single:
+            modes["single_"] = withhold_profile
+        row = {}
+        for prefix, inputs in modes.items():
+            m = validation_metrics(lambda b: predict(params, b), inputs(validation_batches(val, cfg.val)),
+                                   min_separation=cfg.model.distogram_min_separation)
+            row.update({prefix + k: float(m[k]) for k in KEYS})
+        return row
 
     rows = [{"params": f"step {s}", **score(load_run(args.run, step=s)[1])} for s in steps]
     rows.append({"params": f"mean of steps {last[0]}-{last[-1]} ({len(last)})", **score(average_params(root, last))})
     out = {"run": str(args.run), "num_chains": cfg.val.num_chains, "rows": rows}
     atomic.write_text(args.out or args.run / "checkpoint_average.json", json.dumps(out, indent=2) + "\n")
-    print("| parameters | val NLL | top-L/5 LR | phi / psi MAE |\n|---|---:|---:|---:|")
+    prefixes = ("", "single_") if args.single else ("",)
+    head = " | ".join(f"{p}val NLL | {p}top-L/5 LR | {p}phi / psi MAE" for p in prefixes)
+    print(f"| parameters | {head} |\n|---|" + "---:|" * (3 * len(prefixes)))
     for r in rows:
-        print(f"| {r['params']} | {r['dist_nll']:.4f} | {r['lr_top_l5_precision']:.3f} | "
-              f"{r['phi_mae_deg']:.1f} / {r['psi_mae_deg']:.1f} |")
+        cells = " | ".join(f"{r[p + 'dist_nll']:.4f} | {r[p + 'lr_top_l5_precision']:.3f} | "
+                           f"{r[p + 'phi_mae_deg']:.1f} / {r[p + 'psi_mae_deg']:.1f}" for p in prefixes)
+        print(f"| {r['params']} | {cells} |")
     return 0
 
 

@@ -16,6 +16,7 @@ from foldnet.train.validate import (
     ValConfig,
     top_l5_long_range_precision,
     validation_batches,
+    withhold_profile,
 )
 
 from dataset_fixtures import train_val_h5
@@ -135,6 +136,13 @@ def test_priors_on_real_chains(small_splits, tmp_path):
     batches = list(validation_batches(val, cfg))
     assert sum(int((b["example_id"] >= 0).sum()) for b in batches) == 5
     assert all(b["aatype"].shape[1] % 64 == 0 for b in batches)
+    # the FASTA-only input: the same chains and targets, no profile
+    assert any(b["has_profile"].any() and b["profile"].any() for b in batches)
+    for b, s in zip(batches, withhold_profile(iter(batches)), strict=True):
+        assert not s["has_profile"].any() and not s["profile"].any()
+        assert s["profile"].shape == b["profile"].shape and s["profile"].dtype == b["profile"].dtype
+        for k in ("aatype", "cb_dist", "pair_mask", "torsions", "example_id"):
+            np.testing.assert_array_equal(s[k], b[k])
     res = evaluate_baselines(val, prior, cfg)
     assert res["num_chains"] == 5
     # better than the uniform distogram, and better than guessing 0 for every angle

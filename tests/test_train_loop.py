@@ -50,9 +50,9 @@ def test_cli_debug_tiny_end_to_end(small, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "foldnet.cli.main", "train", "debug=tiny", f"run_dir={run}", *_data_overrides(small),
          # the issue-11 options ride along: auxiliary heads, discontiguous crops, parameter EMA,
-         # validation of the raw parameters and of training chains
+         # validation of the raw parameters, of training chains and without the profiles
          "model.ca_distogram_weight=0.3", "model.orientation_weight=0.5", "data.discontiguous_prob=0.5",
-         "optim.ema_decay=0.9", "val.raw_params=true", "val.train_chains=3"],
+         "optim.ema_decay=0.9", "val.raw_params=true", "val.train_chains=3", "val.single_sequence=true"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -93,6 +93,9 @@ def test_cli_debug_tiny_end_to_end(small, tmp_path):
     assert [e["step"] for e in raw] == [e["step"] for e in on_train] == [5, 10]
     assert all(e["num_chains"] == 3 for e in on_train) and all(e["num_chains"] == 4 for e in raw)
     assert raw[-1]["dist_nll"] != val[-1]["dist_nll"]  # "val" scores the EMA, "val_raw" the params
+    single = [e for e in entries if e["kind"] == "val_single"]
+    assert [e["step"] for e in single] == [5, 10] and all(e["num_chains"] == 4 for e in single)
+    assert single[-1]["dist_nll"] != val[-1]["dist_nll"]  # the same chains, the profile withheld
     assert all("orientation_loss" in e for e in train_lines)
 
     summary = json.loads((run / "summary.json").read_text())

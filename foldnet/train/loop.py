@@ -49,7 +49,7 @@ from foldnet.train.run_log import RunLogger, plot_curves
 from foldnet.train.parallel import parallelize_train_step, resolve
 from foldnet.train.state import create_train_state, warm_start
 from foldnet.train.metrics_buffer import MetricsBuffer
-from foldnet.train.validate import validation_batches, validation_metrics
+from foldnet.train.validate import validation_batches, validation_metrics, withhold_profile
 
 log = pylogging.getLogger(__name__)
 
@@ -233,10 +233,11 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
 
     with_ss = cfg.model.ss_weight > 0
 
-    def score(params: Any, dataset: H5Dataset, num_chains: Optional[int] = None) -> dict:
+    def score(params: Any, dataset: H5Dataset, num_chains: Optional[int] = None, single: bool = False) -> dict:
+        batches = validation_batches(dataset, cfg.val, num_chains=num_chains, secondary_structure=with_ss)
         return validation_metrics(
             lambda b: _predict_padded(pstep, params, b),
-            validation_batches(dataset, cfg.val, num_chains=num_chains, secondary_structure=with_ss),
+            withhold_profile(batches) if single else batches,
             min_separation=cfg.model.distogram_min_separation,
         )
 
@@ -247,6 +248,8 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
         logger.log("val", step, metrics)
         if state.ema_params is not None and cfg.val.raw_params:
             logger.log("val_raw", step, {**score(state.params, val_ds), "elapsed_s": elapsed})
+        if cfg.val.single_sequence:
+            logger.log("val_single", step, {**score(state.eval_params, val_ds, single=True), "elapsed_s": elapsed})
         if cfg.val.train_chains > 0:
             logger.log("val_train", step, {**score(state.eval_params, train_ds, cfg.val.train_chains),
                                            "elapsed_s": elapsed})

@@ -63,6 +63,8 @@ class ValConfig:
         validation ("val_train" lines: the train/validation gap, i.e. over- or under-fitting).
       raw_params: with a parameter EMA (optim.ema_decay > 0) "val" scores the EMA; this also
         scores the raw parameters ("val_raw" lines).
+      single_sequence: also score the same chains with their profiles withheld ("val_single"
+        lines: the FASTA-only mode, which "val" - profile given - does not see).
     """
 
     every_steps: int = 500
@@ -77,6 +79,7 @@ class ValConfig:
     prior_max_chains: int = 0
     train_chains: int = 0
     raw_params: bool = False
+    single_sequence: bool = False
 
 
 def top_l5_long_range_precision(
@@ -266,6 +269,14 @@ def validation_batches(val: H5Dataset | str, cfg: ValConfig, *, num_chains: Opti
             m = max(1, int(cfg.pad_multiple))
             batch = _pad_batch(batch, -(-n // m) * m)
         yield batch
+
+
+def withhold_profile(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """The same batches with every profile withheld (zeros, ``has_profile`` 0): the input a
+    FASTA-only prediction gives the network, and a profile-dropped training crop."""
+    for batch in batches:
+        yield {**batch, "profile": np.zeros_like(batch["profile"]),
+               "has_profile": np.zeros_like(batch["has_profile"])}
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
