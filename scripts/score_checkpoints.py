@@ -6,9 +6,14 @@ mean of the last ``--last`` of them (``foldnet.inference.checkpoint_io.average_p
 so a checkpoint average is compared with the final checkpoint on the same chains.
 ``--single`` also scores every row with the profiles withheld (the FASTA-only mode; columns
 ``single_*``), e.g. to follow that mode along a run that did not log "val_single" lines.
+``--soup SOURCE`` adds two rows: another network of the same architecture (anything
+``init_from`` takes: a run, a checkpoint, ``pretrained:NAME``), and the mean of its parameters
+and the run's last kept step's -- a "model soup" of two relatives, e.g. a warm-started run and
+the network it started from.
 
 Usage:
-  python scripts/score_checkpoints.py RUN_DIR [--last 5] [--single] [--out RUN_DIR/checkpoint_average.json]
+  python scripts/score_checkpoints.py RUN_DIR [--last 5] [--steps S ...] [--single] [--soup SOURCE]
+      [--out RUN_DIR/checkpoint_average.json]
 """
 
 from __future__ import annotations
@@ -38,17 +43,24 @@ KEYS = ("dist_nll", "lr_top_l5_precision", "phi_mae_deg", "psi_mae_deg")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
-    ap.add_argument("--last", type=int, default=5, help="average the last K kept steps")
+    ap.add_argument("--last", type=int, default=5, help="average the last K kept steps (1: no average row)")
+    ap.add_argument("--steps", type=int, nargs="+", default=None,
+                    help="score only these kept steps (default: all; the average is over the last K kept)")
     ap.add_argument("--single", action="store_true", help="also score with the profiles withheld")
+    ap.add_argument("--soup", default=None, help="also score this network and its mean with the last step")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     register_configs()
     cfg = to_train_config(OmegaConf.load(args.run / "config.yaml"))
     root = args.run / "checkpoints"
-    steps = sorted(int(d.name) for d in root.iterdir() if d.name.isdigit())
-    if len(steps) < 2:
-        raise SystemExit(f"{root}: {len(steps)} kept step(s); an average needs at least 2")
-    last = steps[-args.last:]
+    kept = sorted(int(d.name) for d in root.iterdir() if d.name.isdigit())
+    if not kept:
+        raise SystemExit(f"{root}: no kept step")
+    missing = sorted(set(args.steps or ()) - set(kept))
+    if missing:
+        raise SystemExit(f"{root}: steps {missing} not kept (kept: {kept})")
+    steps = sorted(args.steps) if args.steps else kept
+    last = kept[-args.last:]
     model = build_model(cfg.model)
     predict = jax.jit(make_eval_step(model))
     val = H5Dataset(split_paths(cfg)[1])
@@ -65,7 +77,19 @@ def main(argv=None) -> int:
         return row
 
     rows = [{"params": f"step {s}", **score(load_run(args.run, step=s)[1])} for s in steps]
-    rows.append({"params": f"mean of steps {last[0]}-{last[-1]} ({len(last)})", **score(average_params(root, last))})
+    if len(last) >= 2:
+        rows.append({"params": f"mean of steps {last[0]}-{last[-1]} ({len(last)})",
+                     **score(average_params(root, last))})
+    if args.soup:
+        from foldnet.inference.pretrained import load_for_inference
+
+        other = load_for_inference(args.soup)[1]
+        final = load_run(args.run, step=kept[-1])[1]
+        if jax.tree.structure(other) != jax.tree.structure(final):
+            raise SystemExit(f"{args.soup}: not the architecture of {args.run} (its parameter tree differs)")
+        rows.append({"params": args.soup, **score(other)})
+        soup = jax.tree.map(lambda a, b: (a + b) / 2, final, other)
+        rows.append({"params": f"mean of step {kept[-1]} and {args.soup}", **score(soup)})
     out = {"run": str(args.run), "num_chains": cfg.val.num_chains, "rows": rows}
     atomic.write_text(args.out or args.run / "checkpoint_average.json", json.dumps(out, indent=2) + "\n")
     prefixes = ("", "single_") if args.single else ("",)

@@ -153,6 +153,23 @@ def test_init_from_warm_starts_from_a_runs_parameters(small, tmp_path):
               *_data_overrides(small)]
     train(_compose([f"run_dir={tmp_path / 'a'}", *common]))
     _, a_params = load_run(tmp_path / "a")
+
+    # scripts/score_checkpoints.py on it: both input modes, and a "soup" of the run with itself,
+    # which is its last step exactly
+    sys.path.insert(0, str(REPO / "scripts"))
+    import score_checkpoints
+
+    out = tmp_path / "scores.json"
+    score_checkpoints.main([str(tmp_path / "a"), "--single", "--last", "2", "--steps", "10",
+                            "--soup", str(tmp_path / "a"), "--out", str(out)])
+    rows = {r.pop("params"): r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["step 10", "mean of steps 5-10 (2)", str(tmp_path / "a"),
+                          f"mean of step 10 and {tmp_path / 'a'}"]
+    assert rows[str(tmp_path / "a")] == rows["step 10"] == rows[f"mean of step 10 and {tmp_path / 'a'}"]
+    assert rows["step 10"]["single_dist_nll"] != rows["step 10"]["dist_nll"]
+    assert rows["mean of steps 5-10 (2)"]["dist_nll"] != rows["step 10"]["dist_nll"]
+    with pytest.raises(SystemExit, match="not kept"):
+        score_checkpoints.main([str(tmp_path / "a"), "--steps", "7"])
     # B starts from A's parameters: its first update (Adam: at most the learning rate,
     # 1.5e-3 at warm-up step 1 of 2, per element) keeps it that close to them; a
     # random init is ~0.1 away.
