@@ -17,6 +17,11 @@ Usage:
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -26,8 +31,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-# bench_train first: it sets up one CPU device per core before JAX starts
-from bench_train import compile_step, median_seconds, real_batch, shape_sweep, shape_sweep_args  # noqa: E402
+import jax  # noqa: E402
+
+from bench_train import compile_step, median_seconds, real_batch, write_report  # noqa: E402 (one device per core)
+from foldnet.common import paths  # noqa: E402
+from foldnet.inference.checkpoint_io import load_model_config  # noqa: E402
+from foldnet.model import PRESETS  # noqa: E402
 from foldnet.train.optim import OptimConfig  # noqa: E402
 from foldnet.train.parallel import ParallelConfig, parallelize_train_step, resolve  # noqa: E402
 from foldnet.train.state import create_train_state  # noqa: E402
@@ -90,10 +99,35 @@ def to_markdown(results: list[dict], meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    bench = REPO / "docs" / "bench"
-    args = shape_sweep_args(__doc__, ["64x4", "96x4", "128x2", "128x4"], 5, str(bench / "placement.json"),
-                            str(bench / "placement.md")).parse_args(argv)
-    shape_sweep(args, bench_shape, to_markdown, min_pairs_per_device=ParallelConfig().min_pairs_per_device)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", nargs="+", default=["64x4", "96x4", "128x2", "128x4"], help="CROPxBATCH")
+    ap.add_argument("--preset", default="base", choices=sorted(PRESETS))
+    ap.add_argument("--model-config", default=None, help="a run's or shipped model's config.yaml (its model node)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--note", default="")
+    ap.add_argument("--out", default=str(REPO / "docs" / "bench" / "placement.json"))
+    ap.add_argument("--md", default=str(REPO / "docs" / "bench" / "placement.md"))
+    args = ap.parse_args(argv)
+    cfg = load_model_config(args.model_config) if args.model_config else PRESETS[args.preset]
+    cfg = dataclasses.replace(cfg, dtype="float32")
+    data_root = Path(paths.data_root(args.data_root))
+    load_start = os.getloadavg()[0]
+    results = []
+    for shape in args.shapes:
+        crop, batch_size = (int(x) for x in shape.lower().split("x"))
+        results.append(bench_shape(cfg, crop, batch_size, args.rounds, args.steps, data_root))
+        print(json.dumps(results[-1]), flush=True)
+    meta = {
+        "model": args.model_config or f"{args.preset} preset",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs",
+        "jax": jax.__version__, "devices": f"{jax.local_device_count()} x {jax.devices()[0].device_kind}",
+        "rounds": args.rounds, "steps": args.steps, "min_pairs_per_device": ParallelConfig().min_pairs_per_device,
+        "note": (args.note + " " if args.note else "")
+        + "Load average at start %.1f, at end %.1f (they include this benchmark)." % (load_start, os.getloadavg()[0]),
+    }
+    write_report(args.out, args.md, {"meta": meta, "results": results}, to_markdown(results, meta))
 
 
 if __name__ == "__main__":

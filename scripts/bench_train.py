@@ -215,47 +215,6 @@ def bench_one(preset: str, crop: int, batch: int, dtype: str, steps: int, data_r
     }
 
 
-def shape_sweep_args(doc: str, shapes: list[str], rounds: int, out: str, md: str) -> argparse.ArgumentParser:
-    """The command line of the alternating A/B benchmarks over CROPxBATCH shapes
-    (bench_placement, bench_fusion); ``shape_sweep`` runs it."""
-    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--shapes", nargs="+", default=shapes, help="CROPxBATCH")
-    ap.add_argument("--preset", default="base", choices=sorted(PRESETS))
-    ap.add_argument("--model-config", default=None, help="a run's or shipped model's config.yaml (its model node)")
-    ap.add_argument("--rounds", type=int, default=rounds)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--note", default="")
-    ap.add_argument("--out", default=out)
-    ap.add_argument("--md", default=md)
-    return ap
-
-
-def shape_sweep(args, bench_shape, to_markdown, **meta_extra) -> None:
-    """``bench_shape(cfg, crop, batch, rounds, steps, data_root)`` for each of ``args.shapes``
-    (float32), then the report: ``to_markdown(results, meta)`` and the JSON."""
-    from foldnet.inference.checkpoint_io import load_model_config
-
-    cfg = load_model_config(args.model_config) if args.model_config else PRESETS[args.preset]
-    cfg = dataclasses.replace(cfg, dtype="float32")
-    data_root = Path(paths.data_root(args.data_root))
-    load_start = os.getloadavg()[0]
-    results = []
-    for shape in args.shapes:
-        crop, batch_size = (int(x) for x in shape.lower().split("x"))
-        results.append(bench_shape(cfg, crop, batch_size, args.rounds, args.steps, data_root))
-        print(json.dumps(results[-1]), flush=True)
-    meta = {
-        "model": args.model_config or f"{args.preset} preset",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs",
-        "jax": jax.__version__, "devices": f"{jax.local_device_count()} x {jax.devices()[0].device_kind}",
-        "rounds": args.rounds, "steps": args.steps, **meta_extra,
-        "note": (args.note + " " if args.note else "")
-        + "Load average at start %.1f, at end %.1f (they include this benchmark)." % (load_start, os.getloadavg()[0]),
-    }
-    write_report(args.out, args.md, {"meta": meta, "results": results}, to_markdown(results, meta))
-
-
 def write_report(out: str, md: str, payload: dict, markdown: str) -> None:
     """A benchmark's JSON and markdown table, each written atomically; the table printed."""
     with atomic.atomic_path(out) as tmp:

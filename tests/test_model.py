@@ -197,11 +197,9 @@ def _walk_eqns(jaxpr):
 
 
 def _is_convolution(e) -> bool:
-    """XLA's convolution or one of foldnet's CPU convolution kernels (foldnet/model/cpu_kernels.py;
-    the residual block's first convolution runs with the LayerNorm-ELU after it in one call)."""
+    """XLA's convolution or foldnet's CPU convolution kernel (foldnet/model/cpu_kernels.py)."""
     return e.primitive.name == "conv_general_dilated" or (
-        e.primitive.name == "ffi_call"
-        and e.params.get("target_name") in ("foldnet_conv2d_fwd", "foldnet_conv2d_norm_elu_fwd"))
+        e.primitive.name == "ffi_call" and e.params.get("target_name") == "foldnet_conv2d_fwd")
 
 
 @pytest.mark.parametrize("dtype,conv_dtype", [("bfloat16", jnp.bfloat16), ("float32", jnp.float32)])

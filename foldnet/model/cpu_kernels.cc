@@ -11,8 +11,6 @@
 //   foldnet_conv2d_wgrad: dk[i,j,c,o] = sum_{b,h,w} x[b, h+dh(i-rh), w+dw(j-rw), c] * g[b,h,w,o],
 //                         dbias[o]    = sum_{b,h,w} g[b,h,w,o]
 //   foldnet_norm_elu_fwd / _bwd: elu(LayerNorm(x) * scale + bias) * mask and its gradients
-//   foldnet_conv2d_norm_elu_fwd / _bwd: a convolution and the LayerNorm -> ELU pass after (or,
-//                         backward, before) it in one call (the residual block's inner pair)
 //
 // x: [B, H, W, Ci] (NHWC), k: [KH, KW, Ci, Co] (HWIO), y and g: [B, H, W, Co], stride 1,
 // odd kernel sizes, zero padding rh = dh*(KH-1)/2 (the 'SAME' padding of a dilated
@@ -37,7 +35,6 @@
 #include <cstdint>
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -428,13 +425,8 @@ bool winograd_ok(const Geometry& g) {
   return g.KH == 3 && g.KW == 3 && g.Ci % VL == 0 && g.Co % (NV * VL) == 0;
 }
 
-// What runs on each output row (flat b * H + h) once all its pixels and channels are written,
-// on the thread that wrote it, while the row is still in cache: the fused LayerNorm -> ELU
-// passes below. Null: nothing.
-using RowHook = std::function<void(int64_t)>;
-
 void winograd_fwd(ffi::ThreadPool* pool, const Geometry& g, const float* x, const float* k, float* y,
-                  const Epilogue& ep, const RowHook* hook = nullptr) {
+                  const Epilogue& ep) {
   std::vector<float> U(16 * g.Ci * g.Co);
   winograd_filter(g, k, U.data());
   const std::vector<int64_t> rows = tile_starts(g.H, g.dh), cols = tile_starts(g.W, g.dw);
@@ -446,14 +438,8 @@ void winograd_fwd(ffi::ThreadPool* pool, const Geometry& g, const float* x, cons
   parallel_for(pool, tasks, pool->num_threads() + 1, [&](int64_t task) {
     std::vector<float> V(16 * WT * g.Ci), M(16 * WT * g.Co);
     const int64_t end = std::min(n, (task + 1) * kTileRowsPerTask);
-    for (int64_t r = task * kTileRowsPerTask; r < end; ++r) {
-      const int64_t b = r / per_image, h = rows[r % per_image];
-      wino_tile_row(g, x, U.data(), y, b, h, cols, ep, V.data(), M.data());
-      if (hook == nullptr) continue;
-      // a tile row starting at h writes output rows h and h + dh, every column of both
-      (*hook)(b * g.H + h);
-      if (h + g.dh < g.H) (*hook)(b * g.H + h + g.dh);
-    }
+    for (int64_t r = task * kTileRowsPerTask; r < end; ++r)
+      wino_tile_row(g, x, U.data(), y, r / per_image, rows[r % per_image], cols, ep, V.data(), M.data());
   });
 }
 
@@ -544,23 +530,6 @@ ffi::Error geometry(const ffi::Buffer<ffi::F32>& x, const ffi::Buffer<ffi::F32>&
 // Rows are handed out in chunks so a task is a few hundred microseconds of work.
 constexpr int64_t kRowsPerTask = 8;
 
-// The forward convolution, Winograd where it applies, the hook (optional) on every finished row.
-void conv_fwd(ffi::ThreadPool* pool, const Geometry& g, const float* x, const float* k, float* y,
-              const Epilogue& ep, bool winograd, const RowHook* hook = nullptr) {
-  if (winograd && winograd_ok(g)) {
-    winograd_fwd(pool, g, x, k, y, ep, hook);
-    return;
-  }
-  const int64_t tasks = (g.rows() + kRowsPerTask - 1) / kRowsPerTask;
-  parallel_for(pool, tasks, pool->num_threads() + 1, [&](int64_t t) {
-    const int64_t end = std::min(g.rows(), (t + 1) * kRowsPerTask);
-    for (int64_t r = t * kRowsPerTask; r < end; ++r) {
-      fwd_row(g, x, k, y, r, ep);
-      if (hook != nullptr) (*hook)(r);
-    }
-  });
-}
-
 ffi::Error Conv2dFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                      ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> res, ffi::Buffer<ffi::F32> mask,
                      ffi::ResultBuffer<ffi::F32> y, int64_t dh, int64_t dw, bool winograd) {
@@ -582,7 +551,18 @@ ffi::Error Conv2dFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
       return ffi::Error::InvalidArgument("foldnet conv2d: mask must be [B, H, W(, 1)]");
     ep.mask = mask.typed_data();
   }
-  conv_fwd(&pool, g, x.typed_data(), k.typed_data(), y->typed_data(), ep, winograd);
+  const float* xp = x.typed_data();
+  const float* kp = k.typed_data();
+  float* yp = y->typed_data();
+  if (winograd && winograd_ok(g)) {
+    winograd_fwd(&pool, g, xp, kp, yp, ep);
+    return ffi::Error::Success();
+  }
+  const int64_t tasks = (g.rows() + kRowsPerTask - 1) / kRowsPerTask;
+  parallel_for(&pool, tasks, pool.num_threads() + 1, [&](int64_t t) {
+    const int64_t end = std::min(g.rows(), (t + 1) * kRowsPerTask);
+    for (int64_t r = t * kRowsPerTask; r < end; ++r) fwd_row(g, xp, kp, yp, r, ep);
+  });
   return ffi::Error::Success();
 }
 
@@ -681,105 +661,31 @@ inline void moments(const float* xp, int nv, int64_t C, vf* xv, float* mean, flo
   *r = 1.f / std::sqrt(var + eps);
 }
 
-// One position's LayerNorm -> ELU -> mask and its gradient, shared by the stand-alone passes
-// and the convolution-fused ones (same operations in the same order: the fused forward's
-// outputs equal conv then norm_elu bit for bit).
-struct NormElu {
-  const float* scale;  // [C]
-  const float* bias;   // [C]
-  const float* mask;   // [positions]
-  const float* drop;   // [positions, C] multiplier applied after the mask (dropout), or null
-  float eps;
-  bool elu;
-  int64_t C;
-  int nv;
-
-  // out[i] = elu(LN(x[i]) * scale + bias) * mask[i] (* drop[i])
-  void fwd(const float* xp, float* op, int64_t i) const {
-    vf xv[kMaxVecs];
-    float mean, r;
-    moments(xp + i * C, nv, C, xv, &mean, &r, eps);
-    const float m = mask[i];
-    for (int v = 0; v < nv; ++v) {
-      const vf y = (xv[v] - mean) * r * load(scale + v * VL) + load(bias + v * VL);
-      const vf h = (!elu || y > splat(0.f) ? y : vexpm1(y)) * m;
-      store(op + i * C + v * VL, drop == nullptr ? h : h * load(drop + i * C + v * VL));
-    }
-  }
-
-  // dx[i] = acc[i] + d out / d x[i] for the cotangent g[i] of out; ds, db += the scale and
-  // bias gradients. dx may alias g (g[i] is read before dx[i] is written); acc may be null.
-  void bwd(const float* xp, const float* gp, const float* ap, float* dxp, int64_t i, vf* ds, vf* db) const {
-    const float m = mask[i];
-    if (m == 0.f) {  // masked position: no gradient through the norm
-      for (int v = 0; v < nv; ++v) store(dxp + i * C + v * VL, ap ? load(ap + i * C + v * VL) : vf{});
-      return;
-    }
-    vf xv[kMaxVecs], xh[kMaxVecs], dxh[kMaxVecs];
-    float mean, r;
-    moments(xp + i * C, nv, C, xv, &mean, &r, eps);
-    vf a = vf{}, b = vf{};
-    for (int v = 0; v < nv; ++v) {
-      xh[v] = (xv[v] - mean) * r;
-      const vf y = xh[v] * load(scale + v * VL) + load(bias + v * VL);
-      const vf slope = !elu || y > splat(0.f) ? splat(1.f) : vexpm1(y) + 1.f;
-      vf gv = load(gp + i * C + v * VL);
-      if (drop != nullptr) gv = gv * load(drop + i * C + v * VL);
-      const vf dy = gv * m * slope;
-      ds[v] += dy * xh[v];
-      db[v] += dy;
-      dxh[v] = dy * load(scale + v * VL);
-      a += dxh[v];
-      b += dxh[v] * xh[v];
-    }
-    const float ma = hsum(a) / C, mb = hsum(b) / C;
-    for (int v = 0; v < nv; ++v) {
-      const vf d = (dxh[v] - ma - xh[v] * mb) * r;
-      store(dxp + i * C + v * VL, ap ? d + load(ap + i * C + v * VL) : d);
-    }
-  }
-};
-
-bool norm_elu_shape_ok(int64_t C, int64_t positions, int64_t x_elements) {
-  return C % VL == 0 && C / VL <= kMaxVecs && x_elements == positions * C;
-}
-
 ffi::Error NormEluFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> mask,
                       ffi::ResultBuffer<ffi::F32> out, float eps, bool elu) {
   const int64_t C = scale.element_count();
   const int64_t n = mask.element_count();
-  if (!norm_elu_shape_ok(C, n, x.element_count()))
+  if (C % VL != 0 || C / VL > kMaxVecs || x.element_count() != n * C)
     return ffi::Error::InvalidArgument("foldnet norm_elu: unsupported channel count or shapes");
-  const NormElu ne{scale.typed_data(), bias.typed_data(), mask.typed_data(), nullptr, eps, elu, C,
-                   static_cast<int>(C / VL)};
-  const float* xp = x.typed_data();
+  const int nv = static_cast<int>(C / VL);
+  const float *xp = x.typed_data(), *sp = scale.typed_data(), *bp = bias.typed_data(), *mp = mask.typed_data();
   float* op = out->typed_data();
   constexpr int64_t kPerTask = 1024;
   parallel_for(&pool, (n + kPerTask - 1) / kPerTask, pool.num_threads() + 1, [&](int64_t t) {
-    for (int64_t i = t * kPerTask, e = std::min(n, (t + 1) * kPerTask); i < e; ++i) ne.fwd(xp, op, i);
+    vf xv[kMaxVecs];
+    for (int64_t i = t * kPerTask, e = std::min(n, (t + 1) * kPerTask); i < e; ++i) {
+      float mean, r;
+      moments(xp + i * C, nv, C, xv, &mean, &r, eps);
+      const float m = mp[i];
+      for (int v = 0; v < nv; ++v) {
+        const vf y = (xv[v] - mean) * r * load(sp + v * VL) + load(bp + v * VL);
+        const vf h = !elu || y > splat(0.f) ? y : vexpm1(y);
+        store(op + i * C + v * VL, h * m);
+      }
+    }
   });
   return ffi::Error::Success();
-}
-
-// dscale, dbias = the sums of `parts` partial [2, C] gradients, in index order.
-void sum_partials(const std::vector<float>& partial, int64_t parts, int64_t C, float* dsp, float* dbp) {
-  for (int64_t c = 0; c < C; ++c) {
-    float s = 0.f, b = 0.f;
-    for (int64_t w = 0; w < parts; ++w) {
-      s += partial[w * 2 * C + c];
-      b += partial[w * 2 * C + C + c];
-    }
-    dsp[c] = s;
-    dbp[c] = b;
-  }
-}
-
-void store_partial(float* dst, const vf* ds, const vf* db, int nv, int64_t C) {
-  for (int v = 0; v < nv; ++v) {
-    store(dst + v * VL, ds[v]);
-    store(dst + C + v * VL, db[v]);
-  }
 }
 
 ffi::Error NormEluBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
@@ -789,13 +695,13 @@ ffi::Error NormEluBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
                       bool elu) {
   const int64_t C = scale.element_count();
   const int64_t n = mask.element_count();
-  if (!norm_elu_shape_ok(C, n, x.element_count()) || g.element_count() != n * C)
+  if (C % VL != 0 || C / VL > kMaxVecs || x.element_count() != n * C || g.element_count() != n * C)
     return ffi::Error::InvalidArgument("foldnet norm_elu: unsupported channel count or shapes");
   if (acc.element_count() != 0 && acc.element_count() != n * C)
     return ffi::Error::InvalidArgument("foldnet norm_elu: acc must be empty or have x's shape");
-  const NormElu ne{scale.typed_data(), bias.typed_data(), mask.typed_data(), nullptr, eps, elu, C,
-                   static_cast<int>(C / VL)};
-  const float *xp = x.typed_data(), *gp = g.typed_data();
+  const int nv = static_cast<int>(C / VL);
+  const float *xp = x.typed_data(), *sp = scale.typed_data(), *bp = bias.typed_data(), *mp = mask.typed_data(),
+              *gp = g.typed_data();
   // dx = acc + the LayerNorm-ELU gradient: a residual stream's cotangent added in the
   // same pass.
   const float* ap = acc.element_count() == 0 ? nullptr : acc.typed_data();
@@ -803,82 +709,53 @@ ffi::Error NormEluBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   const int64_t workers = row_workers(pool, n);
   std::vector<float> partial(static_cast<size_t>(workers) * 2 * C, 0.f);
   parallel_for(&pool, workers, workers, [&](int64_t w) {
-    vf ds[kMaxVecs], db[kMaxVecs];
-    for (int v = 0; v < ne.nv; ++v) ds[v] = db[v] = vf{};
-    for (int64_t i = w * n / workers, e = (w + 1) * n / workers; i < e; ++i) ne.bwd(xp, gp, ap, dxp, i, ds, db);
-    store_partial(partial.data() + w * 2 * C, ds, db, ne.nv, C);
+    vf xv[kMaxVecs], xh[kMaxVecs], dxh[kMaxVecs], ds[kMaxVecs], db[kMaxVecs];
+    for (int v = 0; v < nv; ++v) ds[v] = db[v] = vf{};
+    for (int64_t i = w * n / workers, e = (w + 1) * n / workers; i < e; ++i) {
+      const float m = mp[i];
+      if (m == 0.f) {  // masked position: no gradient through the norm
+        for (int v = 0; v < nv; ++v) store(dxp + i * C + v * VL, ap ? load(ap + i * C + v * VL) : vf{});
+        continue;
+      }
+      float mean, r;
+      moments(xp + i * C, nv, C, xv, &mean, &r, eps);
+      vf a = vf{}, b = vf{};
+      for (int v = 0; v < nv; ++v) {
+        xh[v] = (xv[v] - mean) * r;
+        const vf y = xh[v] * load(sp + v * VL) + load(bp + v * VL);
+        const vf slope = !elu || y > splat(0.f) ? splat(1.f) : vexpm1(y) + 1.f;
+        const vf dy = load(gp + i * C + v * VL) * m * slope;
+        ds[v] += dy * xh[v];
+        db[v] += dy;
+        dxh[v] = dy * load(sp + v * VL);
+        a += dxh[v];
+        b += dxh[v] * xh[v];
+      }
+      const float ma = hsum(a) / C, mb = hsum(b) / C;
+      for (int v = 0; v < nv; ++v) {
+        const vf d = (dxh[v] - ma - xh[v] * mb) * r;
+        store(dxp + i * C + v * VL, ap ? d + load(ap + i * C + v * VL) : d);
+      }
+    }
+    float* dst = partial.data() + w * 2 * C;
+    for (int v = 0; v < nv; ++v) {
+      store(dst + v * VL, ds[v]);
+      store(dst + C + v * VL, db[v]);
+    }
   });
-  sum_partials(partial, workers, C, dscale->typed_data(), dbias->typed_data());
+  float *dsp = dscale->typed_data(), *dbp = dbias->typed_data();
+  for (int64_t c = 0; c < C; ++c) {
+    float s = 0.f, b = 0.f;
+    for (int64_t w = 0; w < workers; ++w) {
+      s += partial[w * 2 * C + c];
+      b += partial[w * 2 * C + C + c];
+    }
+    dsp[c] = s;
+    dbp[c] = b;
+  }
   return ffi::Error::Success();
 }
 
-// ---------------------------------------------------------------- convolution fused with LayerNorm -> ELU
-//
-// The residual block's two convolutions each way, with the LayerNorm -> ELU pass that meets
-// them run on every output row as soon as the convolution has written it (RowHook), while
-// the row is in cache, instead of as a pass of its own over the whole [B, H, W, C] array:
-//
-//   foldnet_conv2d_norm_elu_fwd: c = conv(x, k) + bias;  h = elu(LN(c) * scale + nbias) * mask (* drop)
-//   foldnet_conv2d_norm_elu_bwd: d = conv(g, k) (k already flipped and transposed: the input
-//     gradient of the convolution after it); dx = acc + d(norm_elu)/d xn for the cotangent
-//     d (* drop) at the norm's input xn; dscale, dnbias.
-//
-// The backward overwrites d with dx in place. Its scale and bias gradients are summed per
-// output row and the rows then in order, so they do not depend on which thread ran a row.
-
-ffi::Error ConvNormEluFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
-                          ffi::Buffer<ffi::F32> cbias, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> nbias,
-                          ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> drop, ffi::ResultBuffer<ffi::F32> c,
-                          ffi::ResultBuffer<ffi::F32> h, int64_t dh, int64_t dw, bool winograd, float eps) {
-  Geometry g;
-  if (auto err = geometry(x, k, dh, dw, &g); err.failure()) return err;
-  const int64_t n = g.rows() * g.W;
-  if (!norm_elu_shape_ok(g.Co, mask.element_count(), n * g.Co) || cbias.element_count() != g.Co ||
-      scale.element_count() != g.Co || nbias.element_count() != g.Co ||
-      (drop.element_count() != 0 && drop.element_count() != n * g.Co))
-    return ffi::Error::InvalidArgument("foldnet conv2d_norm_elu: unsupported channel count or shapes");
-  const NormElu ne{scale.typed_data(), nbias.typed_data(), mask.typed_data(),
-                   drop.element_count() == 0 ? nullptr : drop.typed_data(), eps, true, g.Co,
-                   static_cast<int>(g.Co / VL)};
-  Epilogue ep;
-  ep.bias = cbias.typed_data();
-  float *cp = c->typed_data(), *hp = h->typed_data();
-  const RowHook hook = [&](int64_t row) {
-    for (int64_t i = row * g.W, e = i + g.W; i < e; ++i) ne.fwd(cp, hp, i);
-  };
-  conv_fwd(&pool, g, x.typed_data(), k.typed_data(), cp, ep, winograd, &hook);
-  return ffi::Error::Success();
-}
-
-ffi::Error ConvNormEluBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy, ffi::Buffer<ffi::F32> k,
-                          ffi::Buffer<ffi::F32> xn, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> nbias,
-                          ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> drop, ffi::Buffer<ffi::F32> acc,
-                          ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dscale,
-                          ffi::ResultBuffer<ffi::F32> dnbias, int64_t dh, int64_t dw, bool winograd, float eps) {
-  Geometry g;
-  if (auto err = geometry(gy, k, dh, dw, &g); err.failure()) return err;
-  const int64_t n = g.rows() * g.W, C = g.Co;
-  if (!norm_elu_shape_ok(C, mask.element_count(), n * C) || xn.element_count() != n * C ||
-      scale.element_count() != C || nbias.element_count() != C ||
-      (drop.element_count() != 0 && drop.element_count() != n * C) ||
-      (acc.element_count() != 0 && acc.element_count() != n * C))
-    return ffi::Error::InvalidArgument("foldnet conv2d_norm_elu: unsupported channel count or shapes");
-  const NormElu ne{scale.typed_data(), nbias.typed_data(), mask.typed_data(),
-                   drop.element_count() == 0 ? nullptr : drop.typed_data(), eps, true, C,
-                   static_cast<int>(C / VL)};
-  const float *xp = xn.typed_data(), *ap = acc.element_count() == 0 ? nullptr : acc.typed_data();
-  float* dxp = dx->typed_data();
-  std::vector<float> partial(static_cast<size_t>(g.rows()) * 2 * C, 0.f);
-  const RowHook hook = [&](int64_t row) {
-    vf ds[kMaxVecs], db[kMaxVecs];
-    for (int v = 0; v < ne.nv; ++v) ds[v] = db[v] = vf{};
-    for (int64_t i = row * g.W, e = i + g.W; i < e; ++i) ne.bwd(xp, dxp, ap, dxp, i, ds, db);
-    store_partial(partial.data() + row * 2 * C, ds, db, ne.nv, C);
-  };
-  conv_fwd(&pool, g, gy.typed_data(), k.typed_data(), dxp, Epilogue{}, winograd, &hook);
-  sum_partials(partial, g.rows(), C, dscale->typed_data(), dnbias->typed_data());
-  return ffi::Error::Success();
-}
 
 // ---------------------------------------------------------------- dense layer -> masked cross-entropy
 //
@@ -1315,42 +1192,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_conv2d_fwd, Conv2dFwd,
                                   .Attr<int64_t>("dh")
                                   .Attr<int64_t>("dw")
                                   .Attr<bool>("winograd"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_conv2d_norm_elu_fwd, ConvNormEluFwd,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // x
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // k
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // conv bias
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // norm scale
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // norm bias
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // mask
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // drop or empty
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // c
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // h
-                                  .Attr<int64_t>("dh")
-                                  .Attr<int64_t>("dw")
-                                  .Attr<bool>("winograd")
-                                  .Attr<float>("eps"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_conv2d_norm_elu_bwd, ConvNormEluBwd,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // g (cotangent of the next conv's output)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // k (flipped, transposed)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // the norm's input
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // norm scale
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // norm bias
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // mask
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // drop or empty
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // acc or empty
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dx
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dscale
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dnbias
-                                  .Attr<int64_t>("dh")
-                                  .Attr<int64_t>("dw")
-                                  .Attr<bool>("winograd")
-                                  .Attr<float>("eps"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(foldnet_conv2d_wgrad, Conv2dWgrad,
                               ffi::Ffi::Bind()

@@ -14,10 +14,7 @@
 * ``pair_terms``: the folding potential's distogram and clash terms of R structures and
   their coordinate gradients in one pass over the residue pairs (``foldnet.structure``).
 * ``residual_block``: the whole 2D ``ResidualBlock`` as one custom VJP over those kernels,
-  so that XLA cannot re-fuse the residual stream into every consumer; its inner
-  convolution and the LayerNorm -> ELU after it (backward: each input gradient and the
-  norm's backward before it) are one call (``FUSE_NORM_ELU``), the norm run on each output
-  row while the convolution still has it in cache.
+  so that XLA cannot re-fuse the residual stream into every consumer.
 
 docs/model.md ("CPU kernels") has the design and the measurements.
 
@@ -48,8 +45,7 @@ import numpy as np
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 _TARGETS = ("foldnet_conv2d_fwd", "foldnet_conv2d_wgrad", "foldnet_norm_elu_fwd", "foldnet_norm_elu_bwd",
-            "foldnet_conv2d_norm_elu_fwd", "foldnet_conv2d_norm_elu_bwd", "foldnet_dense_ce_fwd",
-            "foldnet_dense_ce_bwd", "foldnet_pair_terms")
+            "foldnet_dense_ce_fwd", "foldnet_dense_ce_bwd", "foldnet_pair_terms")
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
 
 
@@ -267,48 +263,18 @@ def _norm_elu_bwd(epsilon, elu, res, g):
 norm_elu_mask.defvjp(_norm_elu_fwd, _norm_elu_bwd)
 
 
-# ------------------------------------------------------------------ convolution + LayerNorm -> ELU
-
-# Whether the residual block runs its inner convolution and the LayerNorm -> ELU pass that
-# meets it as one kernel call each way (read at trace time; False: separate calls, the same
-# values up to the summation order of the norm's parameter gradients; tests and
-# scripts/bench_fusion.py compare the two).
-FUSE_NORM_ELU = True
-
-
-def _ffi_conv_norm_elu(x, k, cbias, scale, nbias, mask, drop, dilation, epsilon):
-    """(c, h): c = conv(x, k) + cbias, h = elu(LN(c) * scale + nbias) * mask (* drop), one call."""
-    out = jax.ShapeDtypeStruct(x.shape[:3] + (k.shape[3],), jnp.float32)
-    return jax.ffi.ffi_call("foldnet_conv2d_norm_elu_fwd", (out, out), vmap_method="sequential")(
-        x, k, cbias, scale, nbias, mask, _opt(drop), dh=np.int64(dilation[0]), dw=np.int64(dilation[1]),
-        winograd=bool(WINOGRAD), eps=np.float32(epsilon))
-
-
-def _ffi_conv_norm_elu_grad(g, k, xn, scale, nbias, mask, drop, acc, dilation, epsilon):
-    """(acc + dxn, dscale, dnbias) for h = norm_elu(xn) (* drop) feeding y = conv(h, k), given
-    y's cotangent g: the input gradient of the convolution and the norm's backward, one call."""
-    out = (jax.ShapeDtypeStruct(xn.shape, jnp.float32), jax.ShapeDtypeStruct(scale.shape, jnp.float32),
-           jax.ShapeDtypeStruct(nbias.shape, jnp.float32))
-    kt = jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2)  # see _input_grad
-    return jax.ffi.ffi_call("foldnet_conv2d_norm_elu_bwd", out, vmap_method="sequential")(
-        g, kt, xn, scale, nbias, mask, _opt(drop), _opt(acc), dh=np.int64(dilation[0]),
-        dw=np.int64(dilation[1]), winograd=bool(WINOGRAD), eps=np.float32(epsilon))
-
-
 # ------------------------------------------------------------------ the 2D residual block
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(11, 12))
 def residual_block(x, mask, norm_a, norm_a_bias, kernel_a, bias_a, norm_b, norm_b_bias, kernel_b, bias_b,
                    drop, dilation: tuple[int, int], epsilon: float):
-    """``foldnet.model.layers.ResidualBlock`` on [B, H, W, C] in f32, as three kernel calls
-    forward and four backward (four and six without ``FUSE_NORM_ELU``).
+    """``foldnet.model.layers.ResidualBlock`` on [B, H, W, C] in f32, as five kernel calls each way.
 
     h1 = elu(LN_a(x)) * m; c1 = conv_a(h1) + bias_a; h2 = elu(LN_b(c1)) * m * drop;
-    returns (x + conv_b(h2) + bias_b) * m. With ``FUSE_NORM_ELU`` conv_a and LN_b are one call
-    forward, and each backward input gradient and the LN backward before it one call.
-    ``drop`` is the dropout multiplier (0 or 1 / keep, from ``layers.Dropout``) or None;
-    ``mask`` [B, H, W, 1] and ``drop`` are constants (zero cotangents).
+    returns (x + conv_b(h2) + bias_b) * m. ``drop`` is the dropout multiplier (0 or
+    1 / keep, from ``layers.Dropout``) or None; ``mask`` [B, H, W, 1] and ``drop`` are
+    constants (zero cotangents).
 
     Why one custom VJP for the whole block: every tensor the block hands on is then a
     kernel's output, so XLA:CPU cannot fuse the residual stream's chain of adds and
@@ -323,13 +289,10 @@ def residual_block(x, mask, norm_a, norm_a_bias, kernel_a, bias_a, norm_b, norm_
 def _block_fwd(x, mask, norm_a, norm_a_bias, kernel_a, bias_a, norm_b, norm_b_bias, kernel_b, bias_b, drop,
                dilation, epsilon):
     h1 = _ffi_norm_elu(x, norm_a, norm_a_bias, mask, epsilon)
-    if FUSE_NORM_ELU:
-        c1, h2 = _ffi_conv_norm_elu(h1, kernel_a, bias_a, norm_b, norm_b_bias, mask, drop, dilation, epsilon)
-    else:
-        c1 = _ffi_conv(h1, kernel_a, dilation, bias=bias_a)
-        h2 = _ffi_norm_elu(c1, norm_b, norm_b_bias, mask, epsilon)
-        if drop is not None:
-            h2 = h2 * drop
+    c1 = _ffi_conv(h1, kernel_a, dilation, bias=bias_a)
+    h2 = _ffi_norm_elu(c1, norm_b, norm_b_bias, mask, epsilon)
+    if drop is not None:
+        h2 = h2 * drop
     out = _ffi_conv(h2, kernel_b, dilation, bias=bias_b, res=x, mask=mask)
     return out, (x, mask, norm_a, norm_a_bias, kernel_a, h1, c1, norm_b, norm_b_bias, kernel_b, h2, drop)
 
@@ -338,15 +301,6 @@ def _block_bwd(dilation, epsilon, res, g):
     x, mask, norm_a, norm_a_bias, kernel_a, h1, c1, norm_b, norm_b_bias, kernel_b, h2, drop = res
     gm = g * mask
     dkernel_b, dbias_b = _ffi_filter_grad(h2, gm, kernel_b.shape, dilation)
-    if FUSE_NORM_ELU:
-        dc1, dnorm_b, dnorm_b_bias = _ffi_conv_norm_elu_grad(gm, kernel_b, c1, norm_b, norm_b_bias, mask, drop,
-                                                             None, dilation, epsilon)
-        dkernel_a, dbias_a = _ffi_filter_grad(h1, dc1, kernel_a.shape, dilation)
-        # the residual path's cotangent gm is added inside the LayerNorm backward pass
-        dx, dnorm_a, dnorm_a_bias = _ffi_conv_norm_elu_grad(dc1, kernel_a, x, norm_a, norm_a_bias, mask, None,
-                                                            gm, dilation, epsilon)
-        return (dx, jnp.zeros_like(mask), dnorm_a, dnorm_a_bias, dkernel_a, dbias_a, dnorm_b, dnorm_b_bias,
-                dkernel_b, dbias_b, None if drop is None else jnp.zeros_like(drop))
     dh2 = _input_grad(gm, kernel_b, dilation)
     if drop is not None:
         dh2 = dh2 * drop
