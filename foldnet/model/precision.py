@@ -51,7 +51,7 @@ class Policy:
 
 # Backends whose convolutions and dense layers run the bf16 policy in bf16. XLA:CPU
 # (XNNPACK/YNNPACK kernels on the 2-core dev box, which has AVX512-BF16) is no faster in
-# bf16 than in f32 and sometimes slower (docs/bench/peers.md), so on CPU the "bfloat16"
+# bf16 than in f32 and sometimes slower (docs/bench/peers_intel_xeon.md), so on CPU the "bfloat16"
 # policy computes its trunks in f32 -- same parameters, checkpoints and code path, f32
 # numerics -- and keeps bf16 activations for GPUs and TPUs. Read at trace time.
 BF16_COMPUTE_BACKENDS = {"gpu", "tpu", "cuda", "rocm"}
