@@ -9,11 +9,12 @@ so a checkpoint average is compared with the final checkpoint on the same chains
 ``--soup SOURCE`` adds two rows: another network of the same architecture (anything
 ``init_from`` takes: a run, a checkpoint, ``pretrained:NAME``), and the mean of its parameters
 and the run's last kept step's -- a "model soup" of two relatives, e.g. a warm-started run and
-the network it started from.
+the network it started from. ``--ensemble SOURCE`` adds the mean of the two networks'
+predicted distributions (distogram, phi, psi; any two architectures): a two-model ensemble.
 
 Usage:
   python scripts/score_checkpoints.py RUN_DIR [--last 5] [--steps S ...] [--single] [--soup SOURCE]
-      [--out RUN_DIR/checkpoint_average.json]
+      [--ensemble SOURCE] [--out RUN_DIR/checkpoint_average.json]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from foldnet.common import atomic  # noqa: E402
@@ -48,6 +50,8 @@ def main(argv=None) -> int:
                     help="score only these kept steps (default: all; the average is over the last K kept)")
     ap.add_argument("--single", action="store_true", help="also score with the profiles withheld")
     ap.add_argument("--soup", default=None, help="also score this network and its mean with the last step")
+    ap.add_argument("--ensemble", default=None,
+                    help="also score the mean of this network's and the last step's predicted distributions")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     register_configs()
@@ -65,16 +69,20 @@ def main(argv=None) -> int:
     predict = jax.jit(make_eval_step(model))
     val = H5Dataset(split_paths(cfg)[1])
 
-    def score(params) -> dict:
+    def score_outputs(outputs) -> dict:
+        """The metrics of ``outputs(batch) -> predictions``, in each input mode."""
         modes = {"": lambda b: b}
         if args.single:
             modes["single_"] = withhold_profile
         row = {}
         for prefix, inputs in modes.items():
-            m = validation_metrics(lambda b: predict(params, b), inputs(validation_batches(val, cfg.val)),
+            m = validation_metrics(outputs, inputs(validation_batches(val, cfg.val)),
                                    min_separation=cfg.model.distogram_min_separation)
             row.update({prefix + k: float(m[k]) for k in KEYS})
         return row
+
+    def score(params) -> dict:
+        return score_outputs(lambda b: predict(params, b))
 
     rows = [{"params": f"step {s}", **score(load_run(args.run, step=s)[1])} for s in steps]
     if len(last) >= 2:
@@ -90,6 +98,19 @@ def main(argv=None) -> int:
         rows.append({"params": args.soup, **score(other)})
         soup = jax.tree.map(lambda a, b: (a + b) / 2, final, other)
         rows.append({"params": f"mean of step {kept[-1]} and {args.soup}", **score(soup)})
+    if args.ensemble:
+        from foldnet.inference.pretrained import load_for_inference
+
+        other_cfg, other = load_for_inference(args.ensemble)
+        predict_other = jax.jit(make_eval_step(build_model(other_cfg)))
+        final = load_run(args.run, step=kept[-1])[1]
+
+        def ensemble(b):
+            # the angles are then the circular means of the averaged distributions (score_batch)
+            a, o = predict(final, b), predict_other(other, b)
+            return {k: (np.asarray(a[k]) + np.asarray(o[k])) / 2 for k in ("dist_probs", "phi_probs", "psi_probs")}
+
+        rows.append({"params": f"ensemble of step {kept[-1]} and {args.ensemble}", **score_outputs(ensemble)})
     out = {"run": str(args.run), "num_chains": cfg.val.num_chains, "rows": rows}
     atomic.write_text(args.out or args.run / "checkpoint_average.json", json.dumps(out, indent=2) + "\n")
     prefixes = ("", "single_") if args.single else ("",)

@@ -161,11 +161,16 @@ def test_init_from_warm_starts_from_a_runs_parameters(small, tmp_path):
 
     out = tmp_path / "scores.json"
     score_checkpoints.main([str(tmp_path / "a"), "--single", "--last", "2", "--steps", "10",
-                            "--soup", str(tmp_path / "a"), "--out", str(out)])
+                            "--soup", str(tmp_path / "a"), "--ensemble", str(tmp_path / "a"), "--out", str(out)])
     rows = {r.pop("params"): r for r in json.loads(out.read_text())["rows"]}
     assert list(rows) == ["step 10", "mean of steps 5-10 (2)", str(tmp_path / "a"),
-                          f"mean of step 10 and {tmp_path / 'a'}"]
+                          f"mean of step 10 and {tmp_path / 'a'}", f"ensemble of step 10 and {tmp_path / 'a'}"]
     assert rows[str(tmp_path / "a")] == rows["step 10"] == rows[f"mean of step 10 and {tmp_path / 'a'}"]
+    # an ensemble of a network with itself predicts its distributions (its angles then come from
+    # the averaged distributions, the same circular means up to rounding)
+    ens = rows[f"ensemble of step 10 and {tmp_path / 'a'}"]
+    for k, v in rows["step 10"].items():
+        assert ens[k] == pytest.approx(v, rel=1e-5, abs=1e-4), k
     assert rows["step 10"]["single_dist_nll"] != rows["step 10"]["dist_nll"]
     assert rows["mean of steps 5-10 (2)"]["dist_nll"] != rows["step 10"]["dist_nll"]
     with pytest.raises(SystemExit, match="not kept"):
