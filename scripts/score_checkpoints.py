@@ -32,7 +32,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from foldnet.common import atomic  # noqa: E402
 from foldnet.data.cache import H5Dataset  # noqa: E402
-from foldnet.inference.checkpoint_io import average_params, load_run  # noqa: E402
+from foldnet.inference.checkpoint_io import average_params, load_run, mean_params  # noqa: E402
 from foldnet.model import build_model  # noqa: E402
 from foldnet.train.config import register_configs, to_train_config  # noqa: E402
 from foldnet.train.loop import split_paths  # noqa: E402
@@ -88,22 +88,21 @@ def main(argv=None) -> int:
     if len(last) >= 2:
         rows.append({"params": f"mean of steps {last[0]}-{last[-1]} ({len(last)})",
                      **score(average_params(root, last))})
-    if args.soup:
+    if args.soup or args.ensemble:
         from foldnet.inference.pretrained import load_for_inference
 
-        other = load_for_inference(args.soup)[1]
         final = load_run(args.run, step=kept[-1])[1]
-        if jax.tree.structure(other) != jax.tree.structure(final):
-            raise SystemExit(f"{args.soup}: not the architecture of {args.run} (its parameter tree differs)")
+    if args.soup:
+        other = load_for_inference(args.soup)[1]
+        try:
+            soup = mean_params([(f"step {kept[-1]}", final), (args.soup, other)], str(args.run))
+        except ValueError as e:
+            raise SystemExit(f"{args.soup}: not the architecture of {args.run} ({e})") from None
         rows.append({"params": args.soup, **score(other)})
-        soup = jax.tree.map(lambda a, b: (a + b) / 2, final, other)
         rows.append({"params": f"mean of step {kept[-1]} and {args.soup}", **score(soup)})
     if args.ensemble:
-        from foldnet.inference.pretrained import load_for_inference
-
         other_cfg, other = load_for_inference(args.ensemble)
         predict_other = jax.jit(make_eval_step(build_model(other_cfg)))
-        final = load_run(args.run, step=kept[-1])[1]
 
         def ensemble(b):
             # the angles are then the circular means of the averaged distributions (score_batch)

@@ -82,7 +82,7 @@ def test_restore_round_trip_and_ignores_unfinished(tmp_path):
 
 
 def test_checkpoint_average_is_the_mean_of_the_kept_steps(tmp_path):
-    from foldnet.inference.checkpoint_io import average_params
+    from foldnet.inference.checkpoint_io import average_params, mean_params
 
     ck = Checkpointer(tmp_path / "ck", CheckpointConfig(keep_last=3, keep_best=0))
     for step, scale in ((1, 1.0), (2, 2.0), (3, 6.0)):
@@ -102,6 +102,9 @@ def test_checkpoint_average_is_the_mean_of_the_kept_steps(tmp_path):
                                np.arange(6, dtype=np.float32).reshape(2, 3) * 20.0)
     with pytest.raises(ValueError, match="no steps"):
         average_params(tmp_path / "ck", [])
+    # the shared mean (checkpoint averages, soups of two networks) names the tree that differs
+    with pytest.raises(ValueError, match="soup: b has other parameters than a"):
+        mean_params([("a", {"w": np.ones(2)}), ("b", {"v": np.ones(2)})], "soup")
 
 
 @pytest.fixture(scope="module")

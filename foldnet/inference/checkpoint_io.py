@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -144,8 +144,36 @@ def restore_params(root: Path, step: int) -> Any:
     return jax.tree.map(np.asarray, chosen)
 
 
+def mean_params(named: Iterable[tuple[str, Any]], where: str = "mean_params") -> Any:
+    """The leaf-wise mean of parameter trees of one architecture (float64 sums, float32 host arrays).
+
+    ``named`` yields (name, tree) pairs, read one at a time (so a long checkpoint average holds
+    one tree and the running sum). Used for checkpoint averages and for "soups" of two networks.
+    ``where`` begins the error messages.
+
+    Raises:
+      ValueError: if ``named`` is empty, or a tree differs from the first (naming both).
+    """
+    import jax
+    import numpy as np
+
+    total, tree, first, n = None, None, None, 0
+    for name, params in named:
+        leaves, t = jax.tree_util.tree_flatten(params)
+        if tree is None:
+            total, tree, first = [np.asarray(x, np.float64) for x in leaves], t, name
+        elif t != tree:
+            raise ValueError(f"{where}: {name} has other parameters than {first}")
+        else:
+            total = [a + x for a, x in zip(total, leaves)]
+        n += 1
+    if tree is None:
+        raise ValueError(f"{where}: no parameters to average")
+    return jax.tree_util.tree_unflatten(tree, [(a / n).astype(np.float32) for a in total])
+
+
 def average_params(root: Path, steps: list[int]) -> Any:
-    """The leaf-wise mean of ``restore_params`` over several saved steps (float32 host arrays).
+    """The leaf-wise mean of ``restore_params`` over several saved steps (``mean_params``).
 
     A checkpoint average (as in the Transformer's "average the last checkpoints"): with a
     parameter EMA each term is already an average, so this widens the window further.
@@ -153,21 +181,9 @@ def average_params(root: Path, steps: list[int]) -> Any:
     Raises:
       ValueError: if ``steps`` is empty or the steps' parameter trees differ.
     """
-    import jax
-    import numpy as np
-
     if not steps:
         raise ValueError(f"checkpoint {root}: no steps to average")
-    total, tree = None, None
-    for s in steps:
-        leaves, t = jax.tree_util.tree_flatten(_restore_or_explain(root, s))
-        if tree is None:
-            total, tree = [np.asarray(x, np.float64) for x in leaves], t
-        elif t != tree:
-            raise ValueError(f"checkpoint {root}: step {s} has other parameters than step {steps[0]}")
-        else:
-            total = [a + x for a, x in zip(total, leaves)]
-    return jax.tree_util.tree_unflatten(tree, [(a / len(steps)).astype(np.float32) for a in total])
+    return mean_params(((f"step {s}", _restore_or_explain(root, s)) for s in steps), f"checkpoint {root}")
 
 
 def load_run(checkpoint: PathLike, step: Optional[int] = None):
