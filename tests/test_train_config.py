@@ -139,6 +139,12 @@ def test_command_line_overrides_are_typed(tmp_path, monkeypatch):
         _compose(["model.no_such_key=1", "run_dir=x"])
     with pytest.raises(ValueError, match="dtype"):  # the dataclass's own validation runs too
         to_train_config(_compose(["model.dtype=float16", "run_dir=x"]))
+    # distillation needs crops without their profile, and a weight in (0, 1]
+    with pytest.raises(ValueError, match=r"^distill_from: needs data.profile_dropout > 0"):
+        to_train_config(_compose(["distill_from=runs/a", "data.profile_dropout=0", "run_dir=x"]))
+    with pytest.raises(ValueError, match=r"^distill_weight: must be in \(0, 1\]"):
+        to_train_config(_compose(["distill_from=runs/a", "data.profile_dropout=0.5", "distill_weight=1.5", "run_dir=x"]))
+    assert to_train_config(_compose(["distill_weight=7", "run_dir=x"])).distill_from is None  # unused: not checked
 
 
 def test_default_run_dir_is_timestamped_under_runs():

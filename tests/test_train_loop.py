@@ -187,6 +187,14 @@ def test_init_from_warm_starts_from_a_runs_parameters(small, tmp_path):
     run_line = read_jsonl(tmp_path / "b" / "metrics.jsonl", "run")[0]
     assert run_line["init_from"] == str(tmp_path / "a")
 
+    # A as the teacher of a run whose crops all lose their profile (foldnet.train.distill;
+    # test_distill checks the relabelling itself): it trains, and says so
+    train(_compose([f"run_dir={tmp_path / 'd'}", f"distill_from={tmp_path / 'a'}", "data.profile_dropout=1.0",
+                    "halt_at_step=2", "val.every_steps=0", "checkpoint.every_steps=1", *common]))
+    _, d_params = load_run(tmp_path / "d", step=1)
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(d_params))
+    assert read_jsonl(tmp_path / "d" / "metrics.jsonl", "run")[0]["distill_from"] == str(tmp_path / "a")
+
     # another architecture is refused, naming the source and the parameter
     tc = to_train_config(_compose([f"run_dir={tmp_path / 'c'}", "model.channels_2d=12", *common]))
     example = CropLoader(small / "train.h5", tc.data.crop_size, tc.data.batch_size, 0, prefetch=0).make_batch(0, 0)

@@ -18,6 +18,10 @@ Every batch is a pure function of ``(seed, epoch, batch index, process)``:
   [0, L - N]: the first window's start and the second's start minus N/2), so a
   crop of N residues also holds pairs far apart in sequence. ``residue_index``
   keeps the true chain positions, so the model sees the real separations.
+* with ``teacher_profile=True`` (distillation, ``foldnet.train.distill``) a batch also
+  carries ``teacher_profile`` [B, N, 21], the profile of every crop whose profile was
+  withheld, and ``profile_withheld`` [B] (1 for those crops): the teacher sees what
+  the student is denied.
 
 Because of this, exact resume only needs ``(epoch, index)``, and the prefetch
 thread cannot change the result (it only runs ahead).
@@ -110,6 +114,9 @@ def fill_example(batch: dict[str, np.ndarray], b: int, dataset: H5Dataset, examp
         the true chain positions.
       secondary_structure: fills ``ss8`` / ``ss_mask`` with the chain's DSSP states
         (computed on the whole chain, then cut, so crop edges do not change them).
+
+    When ``batch`` has a ``teacher_profile`` array, a withheld profile goes there instead
+    (and ``profile_withheld[b]`` = 1).
     """
     if windows is None:
         windows = [(start, start + size)]
@@ -128,6 +135,9 @@ def fill_example(batch: dict[str, np.ndarray], b: int, dataset: H5Dataset, examp
     if keep_profile and "profile" in x:
         batch["profile"][b, :n] = x["profile"]
         batch["has_profile"][b] = 1.0
+    elif "profile" in x and "teacher_profile" in batch:
+        batch["teacher_profile"][b, :n] = x["profile"]
+        batch["profile_withheld"][b] = 1.0
     tors = x["torsions"]
     defined = np.isfinite(tors)
     batch["torsions"][b, :n] = np.where(defined, tors, 0.0)
@@ -203,12 +213,14 @@ class CropLoader:
         two windows of ``crop_size // 2`` residues with a random gap (module docstring).
       secondary_structure: fill ``ss8`` / ``ss_mask`` with DSSP states (the
         secondary-structure head's targets); off, they stay coil / 0.
+      teacher_profile: add ``teacher_profile`` / ``profile_withheld`` (module docstring).
     """
 
     def __init__(self, dataset: "H5Dataset | str | os.PathLike", crop_size: int, batch_size: int, seed: int = 0, *,
                  shuffle: bool = True, random_crop: bool = True, repeat: bool = True, drop_remainder: bool = True,
                  profile_dropout: float = 0.0, min_length: int = 1, process_index: int = 0, process_count: int = 1,
-                 prefetch: int = 2, discontiguous_prob: float = 0.0, secondary_structure: bool = False):
+                 prefetch: int = 2, discontiguous_prob: float = 0.0, secondary_structure: bool = False,
+                 teacher_profile: bool = False):
         self.dataset = dataset if isinstance(dataset, H5Dataset) else H5Dataset(dataset)
         if crop_size < 1 or batch_size < 1:
             raise ValueError(f"crop_size and batch_size must be >= 1, got {crop_size}, {batch_size}")
@@ -228,6 +240,7 @@ class CropLoader:
             raise ValueError(f"discontiguous_prob must be in [0, 1], got {discontiguous_prob}")
         self.discontiguous_prob = float(discontiguous_prob)
         self.ss_cache = SecondaryStructureCache(self.dataset) if secondary_structure else None
+        self.teacher_profile = bool(teacher_profile)
         self.min_length = int(min_length)
         self.process_index = int(process_index)
         self.process_count = int(process_count)
@@ -325,6 +338,9 @@ class CropLoader:
     def make_batch(self, epoch: int, index: int, order: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
         """Batch ``index`` of ``epoch`` for this process."""
         batch = _empty_batch(self.batch_size, self.crop_size)
+        if self.teacher_profile:
+            batch["teacher_profile"] = np.zeros_like(batch["profile"])
+            batch["profile_withheld"] = np.zeros_like(batch["has_profile"])
         for b, e in enumerate(self.examples(epoch, index, order)):
             if e < 0:
                 continue

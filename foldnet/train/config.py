@@ -74,6 +74,12 @@ class TrainConfig:
       init_grow: let ``model`` have residual blocks that ``init_from`` lacks (a deeper
         trunk grown from a trained one): they start as the identity
         (``train.state.warm_start``).
+      distill_from: a teacher network (same forms as ``init_from``; null = none): the
+        crops whose profile is withheld take labels drawn from the teacher's
+        predictions on the same crop with its profile (``foldnet.train.distill``).
+        Needs ``data.profile_dropout`` > 0.
+      distill_weight: probability that such a crop's distogram pair or torsion takes the
+        teacher's label instead of the native's, in (0, 1].
       data, model, optim, parallel: the group configs.
       val, checkpoint, logging: the loop's sections.
     """
@@ -88,6 +94,8 @@ class TrainConfig:
     compilation_cache_dir: Optional[str] = None
     init_from: Optional[str] = None
     init_grow: bool = False
+    distill_from: Optional[str] = None
+    distill_weight: float = 0.5
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -165,6 +173,12 @@ def check_train_config(cfg: TrainConfig) -> None:
         value = getattr(cfg.data, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"data.{key}", f"must be in [0, 1], got {value}")
+    if cfg.distill_from is not None:
+        if not 0.0 < cfg.distill_weight <= 1.0:
+            raise ConfigError("distill_weight", f"must be in (0, 1], got {cfg.distill_weight}")
+        if cfg.data.profile_dropout <= 0.0:
+            raise ConfigError("distill_from", "needs data.profile_dropout > 0 (only crops whose profile "
+                              "is withheld are distilled)")
     if cfg.halt_at_step is not None and cfg.halt_at_step < 1:
         raise ConfigError("halt_at_step", f"must be >= 1 or null, got {cfg.halt_at_step}")
 

@@ -40,7 +40,7 @@ from foldnet.common import residue_constants as rc
 from foldnet.common.compilation_cache import compilation_cache
 from foldnet.data.cache import H5Dataset
 from foldnet.data.loader import CropLoader
-from foldnet.model.model import count_params
+from foldnet.model.model import build_model, count_params
 from foldnet.model.prior import Prior, fit_priors
 from foldnet.train.baselines import evaluate_baselines
 from foldnet.train.checkpoint import Checkpointer
@@ -133,6 +133,7 @@ def train_loader(cfg: TrainConfig, train_path, pidx: int, pcount: int) -> tuple[
         drop_remainder=True, profile_dropout=cfg.data.profile_dropout, min_length=cfg.data.min_length,
         process_index=pidx, process_count=pcount, prefetch=cfg.data.prefetch,
         discontiguous_prob=cfg.data.discontiguous_prob, secondary_structure=cfg.model.ss_weight > 0,
+        teacher_profile=cfg.distill_from is not None,
     )
     return train_ds, loader
 
@@ -160,6 +161,18 @@ def _warm_started(source: str, state: Any, optimizer: Any, grow: bool) -> Any:
     state = warm_start(state, optimizer, params, source, grow=grow)
     log.info("initialised the parameters from %s", source)
     return state
+
+
+def _teacher(cfg: TrainConfig) -> Any:
+    """The training step's relabelling by ``cfg.distill_from`` (None without a teacher)."""
+    if cfg.distill_from is None:
+        return None
+    from foldnet.inference.pretrained import load_for_inference  # inference I/O, only when asked
+    from foldnet.train.distill import make_relabel
+
+    teacher_cfg, params = load_for_inference(cfg.distill_from)
+    log.info("distilling from %s (weight %g)", cfg.distill_from, cfg.distill_weight)
+    return make_relabel(build_model(teacher_cfg), params, cfg.distill_weight)
 
 
 def _predict_padded(pstep: Any, params: Any, batch: dict[str, np.ndarray]) -> dict:
@@ -209,7 +222,7 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
     model, optimizer, state = create_train_state(cfg.model, cfg.optim, cfg.seed, example)
     n_params = count_params(state.params)
     pcfg = resolve(cfg.parallel, cfg.data.batch_size // pcount, pairs_per_example=cfg.data.crop_size ** 2)
-    pstep = parallelize_train_step(model, optimizer, pcfg, ema_decay=cfg.optim.ema_decay)
+    pstep = parallelize_train_step(model, optimizer, pcfg, ema_decay=cfg.optim.ema_decay, relabel=_teacher(cfg))
 
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint)
     state, start_step = _resumed(cfg, ckpt, state, loader)
@@ -222,7 +235,8 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
                                    "devices": pstep.num_devices, "parallel": pcfg.mode,
                                    "model": cfg.model.name, "global_batch": cfg.data.batch_size,
                                    "crop_size": cfg.data.crop_size,
-                                   "init_from": cfg.init_from if start_step == 0 else None})
+                                   "init_from": cfg.init_from if start_step == 0 else None,
+                                   "distill_from": cfg.distill_from})
 
     # -- baselines ------------------------------------------------------------------------------
     baseline: Optional[dict] = None

@@ -168,6 +168,7 @@ class ParallelStep:
         cfg: ParallelConfig,
         compiler_options: Optional[dict] = None,
         ema_decay: float = 0.0,
+        relabel: Optional[Callable[[dict, jax.Array], dict]] = None,
     ):
         if cfg.mode == "auto":
             raise ValueError("ParallelStep needs a concrete mode: pass parallel.resolve(cfg, batch_size)")
@@ -187,7 +188,7 @@ class ParallelStep:
             self.num_devices = self.num_local_devices = 1
             if jax.process_count() > 1:
                 raise ValueError("mode 'none' cannot run multi-process; use shard_map or pmap")
-        self._build(functools.partial(make_train_step, ema_decay=ema_decay), optimizer)
+        self._build(functools.partial(make_train_step, ema_decay=ema_decay, relabel=relabel), optimizer)
 
     # -- construction ---------------------------------------------------------------------------
     def _build(self, make_step, optimizer) -> None:
@@ -357,6 +358,7 @@ def parallelize_train_step(
     *,
     compiler_options: Optional[dict] = None,
     ema_decay: float = 0.0,
+    relabel: Optional[Callable[[dict, jax.Array], dict]] = None,
 ) -> ParallelStep:
     """The train (and eval) step for ``cfg.mode``, placed on the devices of this run.
 
@@ -368,7 +370,9 @@ def parallelize_train_step(
         takes none), e.g. ``{"xla_backend_optimization_level": 0}``, which cuts XLA:CPU
         compile time ~3x at the cost of slower steps (tests, short debug runs).
       ema_decay: ``OptimConfig.ema_decay`` (the step then updates the parameter average).
+      relabel: passed to ``make_train_step`` (distillation's teacher labels).
     Returns:
       a ParallelStep (``step``, ``eval``, ``shard_batch``, ``replicate``, ``unreplicate``).
     """
-    return ParallelStep(model, optimizer, cfg, compiler_options=compiler_options, ema_decay=ema_decay)
+    return ParallelStep(model, optimizer, cfg, compiler_options=compiler_options, ema_decay=ema_decay,
+                        relabel=relabel)

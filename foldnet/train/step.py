@@ -37,7 +37,7 @@ def _tree_select(pred: jnp.ndarray, on_true: Any, on_false: Any) -> Any:
 
 def make_train_step(
     model: FoldNet, optimizer: optax.GradientTransformation, *, axis_name: Optional[str] = None,
-    ema_decay: float = 0.0,
+    ema_decay: float = 0.0, relabel: Optional[Callable[[dict, jax.Array], dict]] = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The pure per-device training step.
 
@@ -49,6 +49,8 @@ def make_train_step(
         equal share of the global batch, so the mean of means is the global mean).
       ema_decay: the parameter average's decay (``OptimConfig.ema_decay``); the state must
         then carry ``ema_params``. Skipped steps leave the average unchanged.
+      relabel: ``fn(batch, key) -> batch`` applied before the loss, outside the gradient
+        (``foldnet.train.distill.make_relabel``: the teacher's labels); None = the native labels.
     Returns:
       step(state, batch) -> (new_state, metrics). Metrics (f32 scalars unless noted):
       loss, one "<head>_loss" per head, grad_norm, param_norm, update_norm,
@@ -64,6 +66,9 @@ def make_train_step(
         rng = jax.random.fold_in(state.rng, state.step)
         if axis_name is not None:
             rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
+        if relabel is not None:
+            rng, label_key = jax.random.split(rng)
+            batch = relabel(batch, label_key)
 
         def objective(params):
             return loss_fn(model, params, batch, rng, train=True)
