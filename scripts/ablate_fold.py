@@ -1,7 +1,8 @@
 """Folding ablation on the validation split: which fold settings turn the same predictions
 into better structures?
 
-The network runs once per chain (profile mode, the shipped model or a run); its
+The network runs once per chain (profile mode, or with ``--single`` the profile withheld as
+for a FASTA file; the shipped model or a run); its
 distributions and the prior's background are cached in an .npz file. Every variant then
 folds those same inputs with ``foldnet.structure.fold``'s own pieces (potential, sampling,
 descent) and keeps every restart, so the table can say both what the lowest-energy pick
@@ -102,7 +103,8 @@ def predictions(args) -> list[dict]:
         if eligible <= args.skip:
             continue
         prot = ds.protein(i)
-        dist = predictor.distributions(input_features(prot.replace(profile=None), prot.profile))
+        dist = predictor.distributions(input_features(prot.replace(profile=None),
+                                                      None if args.single else prot.profile))
         rec = {
             "id": np.asarray(prot.id), "aatype": prot.aatype,
             "ca": prot.atom_positions[:, rc.CA_IDX].astype(np.float32), "mask": prot.backbone_mask,
@@ -219,7 +221,10 @@ def main(argv=None) -> int:
     ap.add_argument("--min-length", type=int, default=40)
     ap.add_argument("--max-length", type=int, default=300)
     ap.add_argument("--skip", type=int, default=0, help="skip the first N eligible chains (a second chain set)")
-    ap.add_argument("--cache", default="runs/fold_ablation/predictions.npz")
+    ap.add_argument("--cache", default="runs/fold_ablation/predictions.npz",
+                    help="the predictions' cache (one per chain set, checkpoint and mode)")
+    ap.add_argument("--single", action="store_true",
+                    help="predict with the profile withheld (single-sequence mode, as for a FASTA file)")
     ap.add_argument("--variant", action="append", default=[], help="name:key=value,... (FoldConfig fields)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-tm-restarts", type=int, default=8,
@@ -233,7 +238,8 @@ def main(argv=None) -> int:
     base = base_config()
     results = {"machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} CPU devices",
                "jax": jax.__version__, "chains": [str(r["id"]) for r in recs],
-               "lengths": [len(r["aatype"]) for r in recs], "seed": args.seed, "variants": {}}
+               "lengths": [len(r["aatype"]) for r in recs], "seed": args.seed,
+               "mode": "single-sequence" if args.single else "profile", "variants": {}}
     for name, overrides in variants:
         config = FoldConfig.from_dict({**base, **overrides})
         rows, t0 = [], time.perf_counter()
@@ -279,7 +285,8 @@ def write(results: dict, out: Path) -> None:
         "# Folding ablation (validation split)", "",
         f"Machine: {results['machine']}; jax {results['jax']}; seed {results['seed']}; "
         f"{len(results['chains'])} chains, lengths {min(results['lengths'])}-{max(results['lengths'])}. "
-        "Same predictions in every row (profile mode); paired differences against the first row.", "",
+        f"Same predictions in every row ({results.get('mode', 'profile')} mode); paired differences against the "
+        "first row.", "",
         "| variant | overrides | median TM | mean TM | TM >= 0.5 | paired mean dTM | better / worse (> 0.01) "
         "| best-of-restarts median TM | Spearman(-E, TM) | fold s |",
         "|---|---|---|---|---|---|---|---|---|---|",
