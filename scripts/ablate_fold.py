@@ -78,6 +78,11 @@ def predictions(args) -> list[dict]:
     cache = Path(args.cache)
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
+            # caches written before --single existed hold profile-mode predictions
+            single = bool(z["single"]) if "single" in z.files else False
+            if single != args.single:
+                raise SystemExit(f"{cache} holds {'single-sequence' if single else 'profile'}-mode predictions; "
+                                 "give another --cache for the other mode")
             n = int(z["n"])
             keys = [k for k in z.files if k.startswith("0/")]
             return [{k[2:]: z[f"{i}/{k[2:]}"] for k in keys} for i in range(n)]
@@ -120,7 +125,7 @@ def predictions(args) -> list[dict]:
     cache.parent.mkdir(parents=True, exist_ok=True)
     flat = {f"{i}/{k}": v for i, rec in enumerate(out) for k, v in rec.items()}
     tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, n=len(out), **flat)
+    np.savez(tmp, n=len(out), single=bool(args.single), **flat)
     tmp.replace(cache)
     return out
 
