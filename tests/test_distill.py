@@ -61,7 +61,7 @@ def test_relabel_replaces_only_the_withheld_crops_labels():
         np.testing.assert_array_equal(new["torsions"][b, :, 2], batch["torsions"][b, :, 2])  # no omega head
     np.testing.assert_array_equal(new["cb_dist"][1], batch["cb_dist"][1])
     np.testing.assert_array_equal(new["torsions"][1], batch["torsions"][1])
-    # weight w: each label is the teacher's with probability w (4 x 64 x 64 pairs)
+    # weight w: each label is the teacher's with probability w (4 withheld crops x 8 x 8 pairs)
     big = {k: jnp.repeat(v[:1], 4, axis=0) for k, v in _batch([1, 0, 0]).items()}
     big["cb_dist"] = jnp.full((4, N, N), 30.0)  # the overflow bin; the teacher says 7
     new = relabel(big, {"dist_logits": 1e4 * jax.nn.one_hot(jnp.full((4, N, N), 7), rc.NUM_DIST_BINS)},

@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from foldnet.common import residue_constants as rc
@@ -35,11 +34,7 @@ from foldnet.model.model import FoldNet
 # Bin centres the drawn labels are written as (distance_to_bin / angle_to_bin map them
 # back to the same bin: tested).
 _DIST_CENTERS = jnp.asarray(rc.DISTOGRAM_CENTERS, jnp.float32)
-_TORSION_CENTERS = jnp.asarray(
-    np.deg2rad(-180.0 + (np.arange(rc.NUM_TORSION_BINS) + 0.5) * (360.0 / rc.NUM_TORSION_BINS)), jnp.float32)
-
-# Keys the loader adds when a teacher is used (CropLoader(teacher_profile=True)).
-TEACHER_KEYS = ("teacher_profile", "profile_withheld")
+_TORSION_CENTERS = jnp.asarray(rc.TORSION_CENTERS_RAD, jnp.float32)
 
 
 def sample_bins(probs: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
