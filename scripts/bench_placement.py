@@ -61,7 +61,7 @@ def bench_shape(cfg, crop: int, batch_size: int, rounds: int, steps: int, data_r
         for name in (("none", "split") if r % 2 == 0 else ("split", "none")):
             times[name].append(median_seconds(steps_of[name]["run"], steps))
     ratio = np.array(times["none"]) / np.array(times["split"])  # > 1: splitting is faster
-    auto = resolve(ParallelConfig(), batch_size, pairs_per_example=crop * crop)
+    auto = resolve(ParallelConfig(), batch_size, crop_size=crop)
     return {
         "crop": crop, "batch": batch_size, "devices_split": steps_of["split"]["devices"],
         "pairs_per_device_split": batch_size * crop * crop // steps_of["split"]["devices"],

@@ -143,7 +143,7 @@ def _preset_step(preset: str, dtype: str, batch: dict, parallel: str):
     cfg = dataclasses.replace(PRESETS[preset], dtype=dtype)
     model, opt, state = create_train_state(cfg, OptimConfig(warmup_steps=1, total_steps=1000), 0, batch)
     batch_size, crop = np.shape(batch["aatype"])
-    pcfg = resolve(ParallelConfig(mode=parallel), batch_size, pairs_per_example=crop * crop)  # as the trainer does
+    pcfg = resolve(ParallelConfig(mode=parallel), batch_size, crop_size=crop)  # as the trainer does
     return parallelize_train_step(model, opt, pcfg), state
 
 

@@ -56,7 +56,7 @@ def compiled_step(overrides: list[str]) -> dict:
     _, loader = train_loader(cfg, train_path, 0, 1)
     batch = loader.make_batch(0, 0)
     model, optimizer, state = create_train_state(cfg.model, cfg.optim, cfg.seed, batch)
-    pcfg = resolve(cfg.parallel, cfg.data.batch_size, pairs_per_example=cfg.data.crop_size ** 2)  # as the trainer does
+    pcfg = resolve(cfg.parallel, cfg.data.batch_size, crop_size=cfg.data.crop_size)  # as the trainer does
     pstep = parallelize_train_step(model, optimizer, pcfg, ema_decay=cfg.optim.ema_decay)
     return {**compile_step(pstep, state, batch), "crops": cfg.data.batch_size}
 

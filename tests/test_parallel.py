@@ -136,11 +136,11 @@ def test_auto_mode_takes_the_devices_the_batch_divides_over(batch_size, num_devi
 ])
 def test_auto_mode_splits_only_steps_large_enough(batch_size, crop, min_pairs, mode, n):
     got = resolve(ParallelConfig(mode="auto", min_pairs_per_device=min_pairs), batch_size,
-                  pairs_per_example=crop * crop)
+                  crop_size=crop)
     assert (got.mode, got.num_devices) == (mode, n)
     # explicit modes ignore the rule
     assert resolve(ParallelConfig(mode="shard_map", min_pairs_per_device=min_pairs), batch_size,
-                   pairs_per_example=crop * crop).mode == "shard_map"
+                   crop_size=crop).mode == "shard_map"
     with pytest.raises(ValueError, match="min_pairs_per_device"):
         ParallelConfig(min_pairs_per_device=-1)
 

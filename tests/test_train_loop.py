@@ -205,8 +205,9 @@ def test_init_from_warm_starts_from_a_runs_parameters(small, tmp_path):
 
 def test_init_grow_appends_identity_blocks(small, tmp_path):
     """A deeper trunk grown from trained parameters computes what they did: the appended blocks
-    start as the identity (last layer zero), everything else is copied; without init_grow, or
-    with a missing parameter outside a whole new block, it is refused."""
+    and the inserted triangle blocks start as the identity (last layer zero), everything else is
+    copied; without init_grow, or with a missing parameter outside a whole new block, it is
+    refused."""
     import jax
 
     from foldnet.train.state import create_train_state, warm_start
@@ -216,7 +217,9 @@ def test_init_grow_appends_identity_blocks(small, tmp_path):
     tc_a = to_train_config(_compose([f"run_dir={tmp_path / 'a'}", *common]))
     tc_b = to_train_config(_compose([f"run_dir={tmp_path / 'b'}", *common,
                                      f"model.blocks_2d={tc_a.model.blocks_2d + 2}",
-                                     f"model.blocks_1d={tc_a.model.blocks_1d + 1}"]))
+                                     f"model.blocks_1d={tc_a.model.blocks_1d + 1}",
+                                     # a triangle block after the source's last block and one after the new ones
+                                     f"model.triangle_every={tc_a.model.blocks_2d}", "model.triangle_channels=4"]))
     example = CropLoader(small / "train.h5", tc_a.data.crop_size, tc_a.data.batch_size, 0, prefetch=0).make_batch(0, 0)
     model_a, _, state_a = create_train_state(tc_a.model, tc_a.optim, 0, example)
     model_b, opt_b, state_b = create_train_state(tc_b.model, tc_b.optim, 1, example)
@@ -233,6 +236,10 @@ def test_init_grow_appends_identity_blocks(small, tmp_path):
     new_2d = grown.params["trunk_2d"][f"block_{n2}"]
     assert not np.any(np.asarray(new_2d["conv_b"]["kernel"]))
     assert np.any(np.asarray(new_2d["conv_a"]["kernel"]))  # fresh init, not zero: it can learn
+    for t in ("triangle_0", "triangle_1"):
+        for layer in ("outgoing", "incoming"):
+            assert not np.any(np.asarray(grown.params["trunk_2d"][t][layer]["out"]["kernel"]))
+            assert np.any(np.asarray(grown.params["trunk_2d"][t][layer]["ab"]["kernel"]))
     np.testing.assert_array_equal(grown.params["trunk_2d"]["block_0"]["conv_a"]["kernel"],
                                   a_params["trunk_2d"]["block_0"]["conv_a"]["kernel"])
 

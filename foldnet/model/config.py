@@ -42,6 +42,10 @@ class ModelConfig:
       bottleneck_2d: 0 = plain blocks (two k x k convolutions at channels_2d); > 0 =
         bottleneck blocks (1x1 down to this width, one dilated k x k, 1x1 back up).
       dilations: dilation cycle of the 2D blocks (block k uses dilations[k % len]).
+      triangle_every: 0 = none; k > 0 = a triangle block (AlphaFold 2's outgoing then incoming
+        triangle multiplicative update: ``foldnet.model.triangle``) after every k-th 2D residual
+        block, named ``triangle_0``, ...
+      triangle_channels: width of the triangle updates' projections.
       kernel_1d: 1D convolution width.
       kernel_2d: 2D convolution size (kernel_2d x kernel_2d).
       dropout: dropout rate inside residual blocks (train only), applied as round(256 x rate) / 256
@@ -69,6 +73,8 @@ class ModelConfig:
     blocks_2d: int = 8
     bottleneck_2d: int = 0
     dilations: tuple[int, ...] = (1, 2, 4, 8)
+    triangle_every: int = 0
+    triangle_channels: int = 32
     kernel_1d: int = 5
     kernel_2d: int = 3
     dropout: float = 0.0
@@ -95,6 +101,10 @@ class ModelConfig:
             raise ValueError("ModelConfig: the distogram head needs channels_2d >= 1 and blocks_2d >= 0")
         if self.bottleneck_2d < 0:
             raise ValueError(f"ModelConfig.bottleneck_2d must be >= 0 (0 = plain blocks), got {self.bottleneck_2d}")
+        if self.triangle_every < 0:
+            raise ValueError(f"ModelConfig.triangle_every must be >= 0 (0 = none), got {self.triangle_every}")
+        if self.triangle_channels < 1:
+            raise ValueError(f"ModelConfig.triangle_channels must be >= 1, got {self.triangle_channels}")
         if not self.dilations or min(self.dilations) < 1:
             raise ValueError(f"ModelConfig.dilations must be positive, got {self.dilations}")
         if self.torsion_bins != rc.NUM_TORSION_BINS:

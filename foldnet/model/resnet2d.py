@@ -7,6 +7,9 @@ at +-max_relpos, and log(1 + |i - j|). Dilations cycle through
 ``config.dilations`` so the receptive field grows geometrically with depth.
 With ``config.bottleneck_2d > 0`` the blocks are AlphaFold-CASP13's bottleneck
 blocks (``channels_2d`` wide stream, ``bottleneck_2d`` wide dilated convolution).
+With ``config.triangle_every = k > 0`` a triangle block (``foldnet.model.triangle``: AlphaFold
+2's triangle multiplicative updates) follows every k-th residual block: each pair (i, j)
+combines the edges (i, k), (j, k) of every third residue k in one step.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import jax.numpy as jnp
 from foldnet.model.config import ModelConfig
 from foldnet.model.layers import BottleneckBlock, F32LayerNorm, KernelParams, ResidualBlock
 from foldnet.model.precision import Policy
+from foldnet.model.triangle import TriangleBlock
 
 
 def _relpos_index(residue_index: jnp.ndarray, max_relpos: int) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -110,4 +114,7 @@ class ResNet2D(nn.Module):
             else:
                 block = ResidualBlock(cfg.channels_2d, (k, k), d, cfg.dropout, p, name=f"block_{b}")
             x = block(x, mask, train=train)
+            if cfg.triangle_every and (b + 1) % cfg.triangle_every == 0:
+                x = TriangleBlock(cfg.triangle_channels, cfg.dropout, p,
+                                  name=f"triangle_{(b + 1) // cfg.triangle_every - 1}")(x, mask, train=train)
         return F32LayerNorm(p, name="final_norm")(x, out_mask=mask)

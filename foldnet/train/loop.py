@@ -221,7 +221,7 @@ def _train(cfg: TrainConfig, config: Any) -> dict[str, Any]:
     example = loader.make_batch(0, 0)  # pure function of (epoch, index): does not move the loader
     model, optimizer, state = create_train_state(cfg.model, cfg.optim, cfg.seed, example)
     n_params = count_params(state.params)
-    pcfg = resolve(cfg.parallel, cfg.data.batch_size // pcount, pairs_per_example=cfg.data.crop_size ** 2)
+    pcfg = resolve(cfg.parallel, cfg.data.batch_size // pcount, crop_size=cfg.data.crop_size)
     pstep = parallelize_train_step(model, optimizer, pcfg, ema_decay=cfg.optim.ema_decay, relabel=_teacher(cfg))
 
     ckpt = Checkpointer(run_dir / "checkpoints", cfg.checkpoint)

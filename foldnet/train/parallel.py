@@ -80,14 +80,14 @@ class ParallelConfig:
             raise ValueError(f"ParallelConfig.min_pairs_per_device must be >= 0, got {self.min_pairs_per_device}")
 
 
-def resolve(cfg: ParallelConfig, batch_size: int, pairs_per_example: Optional[int] = None) -> ParallelConfig:
+def resolve(cfg: ParallelConfig, batch_size: int, crop_size: Optional[int] = None) -> ParallelConfig:
     """``cfg`` with mode ``auto`` replaced by the concrete mode and device count.
 
     Args:
       cfg: the ParallelConfig.
       batch_size: the per-process batch size (the split must be even).
-      pairs_per_example: residue pairs of one example (crop^2); None = do not apply
-        ``cfg.min_pairs_per_device``.
+      crop_size: residues of one example (its crop), which has crop_size^2 pairs; None = do
+        not apply ``cfg.min_pairs_per_device``.
     Returns:
       ``cfg`` itself unless its mode is ``auto``; then ``shard_map`` over the largest
       number of devices (at most ``num_devices``, else all local ones) that divides
@@ -98,7 +98,7 @@ def resolve(cfg: ParallelConfig, batch_size: int, pairs_per_example: Optional[in
         return cfg
     if jax.process_count() > 1:
         return dataclasses.replace(cfg, mode="shard_map")
-    pairs = batch_size * pairs_per_example if pairs_per_example else None
+    pairs = batch_size * crop_size ** 2 if crop_size else None
     # more num_devices than exist is left for make_mesh to reject, as in the explicit modes
     n = max(k for k in range(1, (cfg.num_devices or jax.local_device_count()) + 1)
             if batch_size % k == 0 and (k == 1 or pairs is None or pairs // k >= cfg.min_pairs_per_device))

@@ -106,13 +106,15 @@ def create_train_state(
 
 
 # The last layer of a residual branch: ResidualBlock's second convolution, BottleneckBlock's
-# up-projection. Zero there makes a block the identity.
-_LAST_LAYERS = ("conv_b", "up")
+# up-projection, a triangle update's output projection. Zero there makes a block
+# the identity.
+_LAST_LAYERS = ("conv_b", "up", "outgoing']['out", "incoming']['out")
 
 
 def _new_block(name: str) -> str | None:
-    """The residual block (``...['block_k']``) a parameter path lies in, else None."""
-    m = re.match(r"(.*\['block_\d+'\])\[", name)
+    """The residual or triangle block (``...['block_k']``, ``...['triangle_k']``) a
+    parameter path lies in, else None."""
+    m = re.match(r"(.*\['(?:block|triangle)_\d+'\])\[", name)
     return m.group(1) if m else None
 
 
