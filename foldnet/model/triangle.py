@@ -9,10 +9,10 @@ of AlphaFold 2 (Jumper et al. 2021, Algorithms 11 and 12) combines, for every pa
     outgoing:  t_ij = sum_k a_ik * b_jk        incoming:  t_ij = sum_k a_ki * b_kj
 
 with a, b gated projections of the LayerNormed pairs, then LayerNorm(t), a projection back
-and a sigmoid gate. It is O(N^3 c) as c matrix products of N x N, which XLA:CPU runs near its
-matmul rate (10 ms forward + backward at N = 128, c = 32 on 2 cores), where axial attention of
-the same width spends 3-4x that in small batched products and the softmax
-(docs/model.md). The output projection starts at zero, so a new block is the identity and a
+and a sigmoid gate. It is O(N^3 c) as c matrix products of N x N, which XLA:CPU runs as large
+products (the 32-wide product: 10 ms forward + backward at N = 128 on 2 cores); a gated
+axial-attention block of the same width took 112-236 ms against this block's 50-81 ms, in small
+batched products and the softmax (docs/model.md). The output projection starts at zero, so a new block is the identity and a
 trained ResNet grown with these blocks computes what it did (``init_grow``).
 
 Padding: a and b are zeroed at padded positions, so the sums over k see real residues only,
