@@ -100,6 +100,17 @@ def make_batch(data_root, batch_size: int, crop_size: int, seed: int = 0, offset
     return {k: np.stack([e[k] for e in exs]) for k in exs[0]}
 
 
+def perturbed(params, scale: float = 0.2, seed: int = 3):
+    """Every parameter moved off its init by N(0, scale^2) noise: zero biases, LayerNorm shifts
+    and zero-initialised output projections would hide a wrong (e.g. unmasked) path."""
+    import jax
+
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    return jax.tree_util.tree_unflatten(
+        tree, [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+
+
 def parallel_test_configs():
     """Tiny f32 model + AdamW without warm-up (so step 1 already moves the params): the
     configs of every data-parallel equivalence test (f32: bf16 rounding would hide bugs).

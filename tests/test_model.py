@@ -24,7 +24,7 @@ from foldnet.model import (
     loss_fn,
     torsion_circular_mean,
 )
-from model_fixtures import FAST_COMPILE, example_from_protein, load_chains, make_batch
+from model_fixtures import FAST_COMPILE, example_from_protein, load_chains, make_batch, perturbed
 from foldnet.model import layers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -268,12 +268,7 @@ def test_bottleneck_2d_trunk_hand_count_symmetry_and_padding(batch, testdata):
 
     model = build_model(cfg)
     params = init_params(model, jax.random.key(0, impl="rbg"), batch)
-    # Biases and LayerNorm shifts start at 0, which would hide an unmasked padding path:
-    # perturb every parameter.
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
-    params = jax.tree_util.tree_unflatten(
-        tree, [x + 0.2 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+    params = perturbed(params)  # zero biases and LayerNorm shifts would hide an unmasked padding path
     apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False), compiler_options=FAST_COMPILE)
     d = np.asarray(apply(params, batch)["dist_logits"])
     np.testing.assert_array_equal(d, np.swapaxes(d, 1, 2))

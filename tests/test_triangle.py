@@ -13,16 +13,7 @@ import pytest
 
 from foldnet.model import PRESETS, ModelConfig, build_model, count_params, get_policy
 from foldnet.model.triangle import TriangleBlock, TriangleMultiplication, triangle_product
-from model_fixtures import FAST_COMPILE, example_from_protein, load_chains, make_batch
-
-
-def _perturbed(params, scale=0.2, seed=3):
-    """Every parameter moved off its init (zero biases and the zero output projection would
-    hide a wrong path)."""
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    return jax.tree_util.tree_unflatten(
-        tree, [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+from model_fixtures import FAST_COMPILE, example_from_protein, load_chains, make_batch, perturbed
 
 
 def test_triangle_product_matches_explicit_sums():
@@ -54,7 +45,7 @@ def test_new_block_is_the_identity_and_learns():
     g = jax.grad(lambda p: jnp.sum(block.apply({"params": p}, x, mask, train=False) ** 3))(params)
     assert np.abs(np.asarray(g["outgoing"]["out"]["kernel"])).max() > 1e-3
     assert np.abs(np.asarray(g["incoming"]["out"]["kernel"])).max() > 1e-3
-    y2 = block.apply({"params": _perturbed(params)}, x, mask, train=False)
+    y2 = block.apply({"params": perturbed(params)}, x, mask, train=False)
     assert np.abs(np.asarray(y2 - x * mask)).max() > 0.1
 
 
@@ -65,7 +56,7 @@ def test_update_is_equivariant_to_permuting_residues(outgoing):
     layer = TriangleMultiplication(3, outgoing, 0.0, get_policy("float32"))
     x = jax.random.normal(jax.random.PRNGKey(2), (1, 7, 7, 6))
     mask = jnp.ones((1, 7, 7, 1))
-    params = _perturbed(layer.init(jax.random.PRNGKey(0), x, mask, train=False)["params"])
+    params = perturbed(layer.init(jax.random.PRNGKey(0), x, mask, train=False)["params"])
     perm = np.random.default_rng(1).permutation(7)
     y = np.asarray(layer.apply({"params": params}, x, mask, train=False))
     yp = np.asarray(layer.apply({"params": params}, x[:, perm][:, :, perm], mask, train=False))
@@ -87,7 +78,7 @@ def test_trunk_with_triangle_blocks_count_and_padding(testdata):
     model = build_model(cfg)
     params = init_params(model, jax.random.key(0, impl="rbg"), batch)
     assert set(params["trunk_2d"]) >= {"triangle_0", "triangle_1"}
-    params = _perturbed(params)
+    params = perturbed(params)
     apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False), compiler_options=FAST_COMPILE)
     d = np.asarray(apply(params, batch)["dist_logits"])
     np.testing.assert_array_equal(d, np.swapaxes(d, 1, 2))
@@ -105,8 +96,41 @@ def test_trunk_with_triangle_blocks_count_and_padding(testdata):
                                   np.asarray(ob["dist_logits"])[0, :18, :18])
 
 
+def test_triangle_after_places_and_names_blocks(testdata):
+    """``triangle_after`` blocks follow the ``triangle_every`` ones in naming, not in placement:
+    every=2 plus after=(0,) is the trunk of every=1 with triangle_0 and triangle_1 swapped, and
+    its new triangle_1 at init leaves the every=2 trunk's function unchanged (a grown model)."""
+    plain = dataclasses.replace(PRESETS["tiny"], dtype="float32", triangle_channels=4)  # 2 blocks
+    every2 = dataclasses.replace(plain, triangle_every=2)
+    grown = dataclasses.replace(every2, triangle_after=(0,))
+    every1 = dataclasses.replace(plain, triangle_every=1)
+    assert grown.triangle_positions() == (1, 0) and every1.triangle_positions() == (0, 1)
+    batch = make_batch(testdata, 2, 24, seed=1)
+
+    def run(cfg, params):
+        return np.asarray(build_model(cfg).apply({"params": params}, batch, train=False)["dist_logits"])
+
+    p_grown = build_model(grown).init(jax.random.PRNGKey(0), batch, train=False)["params"]
+    p_every2 = perturbed({k: v for k, v in p_grown.items()})
+    p_every2["trunk_2d"] = {k: v for k, v in p_every2["trunk_2d"].items() if k != "triangle_1"}
+    p_grown = dict(p_every2, trunk_2d=dict(p_every2["trunk_2d"], triangle_1=p_grown["trunk_2d"]["triangle_1"]))
+    np.testing.assert_allclose(run(grown, p_grown), run(every2, p_every2), rtol=0, atol=1e-5)
+
+    p_grown = perturbed(p_grown, seed=4)
+    t = p_grown["trunk_2d"]
+    p_swapped = dict(p_grown, trunk_2d=dict(t, triangle_0=t["triangle_1"], triangle_1=t["triangle_0"]))
+    out = run(grown, p_grown)
+    np.testing.assert_allclose(run(every1, p_swapped), out, rtol=0, atol=1e-5)
+    assert np.abs(run(every1, p_grown) - out).max() > 1e-3  # the order of the two blocks matters
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="triangle_every"):
         ModelConfig(triangle_every=-1)
     with pytest.raises(ValueError, match="triangle_channels"):
         ModelConfig(triangle_every=2, triangle_channels=0)
+    with pytest.raises(ValueError, match="repeats a block"):
+        ModelConfig(blocks_2d=6, triangle_every=3, triangle_after=(4, 2))
+    with pytest.raises(ValueError, match="block 6 is not one of the 6"):
+        ModelConfig(blocks_2d=6, triangle_after=(6,))
+    assert ModelConfig(blocks_2d=6, triangle_every=3, triangle_after=[4, 0]).triangle_positions() == (2, 5, 4, 0)

@@ -45,6 +45,9 @@ class ModelConfig:
       triangle_every: 0 = none; k > 0 = a triangle block (AlphaFold 2's outgoing then incoming
         triangle multiplicative update: ``foldnet.model.triangle``) after every k-th 2D residual
         block, named ``triangle_0``, ...
+      triangle_after: further triangle blocks after these 2D residual blocks (0-based), named
+        after the ``triangle_every`` ones in list order: a trunk grown by ``init_grow`` keeps its
+        trained blocks' names, so they keep their parameters.
       triangle_channels: width of the triangle updates' projections.
       kernel_1d: 1D convolution width.
       kernel_2d: 2D convolution size (kernel_2d x kernel_2d).
@@ -74,6 +77,7 @@ class ModelConfig:
     bottleneck_2d: int = 0
     dilations: tuple[int, ...] = (1, 2, 4, 8)
     triangle_every: int = 0
+    triangle_after: tuple[int, ...] = ()
     triangle_channels: int = 32
     kernel_1d: int = 5
     kernel_2d: int = 3
@@ -92,6 +96,7 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
+        object.__setattr__(self, "triangle_after", tuple(int(b) for b in self.triangle_after))
         if self.dtype not in _DTYPES:
             raise ValueError(f"ModelConfig.dtype must be one of {_DTYPES}, got {self.dtype!r}")
         for f in ("channels_1d", "blocks_1d", "kernel_1d", "kernel_2d", "max_relpos"):
@@ -103,6 +108,14 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.bottleneck_2d must be >= 0 (0 = plain blocks), got {self.bottleneck_2d}")
         if self.triangle_every < 0:
             raise ValueError(f"ModelConfig.triangle_every must be >= 0 (0 = none), got {self.triangle_every}")
+        every = self._every_positions()
+        for b in self.triangle_after:
+            if not 0 <= b < self.blocks_2d:
+                raise ValueError(f"ModelConfig.triangle_after: block {b} is not one of the "
+                                 f"{self.blocks_2d} 2D residual blocks (0-based)")
+        if len(set(self.triangle_positions())) != len(self.triangle_positions()):
+            raise ValueError(f"ModelConfig.triangle_after {list(self.triangle_after)} repeats a block "
+                             f"(triangle_every={self.triangle_every} puts blocks after {list(every)})")
         if self.triangle_channels < 1:
             raise ValueError(f"ModelConfig.triangle_channels must be >= 1, got {self.triangle_channels}")
         if not self.dilations or min(self.dilations) < 1:
@@ -126,6 +139,15 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{f} must be >= 0, got {getattr(self, f)}")
         if self.distogram_weight == 0 and self.torsion_weight == 0:
             raise ValueError("ModelConfig: both loss weights are 0, nothing to train")
+
+    def _every_positions(self) -> tuple[int, ...]:
+        if self.triangle_every <= 0:
+            return ()
+        return tuple(b for b in range(self.blocks_2d) if (b + 1) % self.triangle_every == 0)
+
+    def triangle_positions(self) -> tuple[int, ...]:
+        """The 2D residual block each triangle block follows; entry k is ``triangle_k``."""
+        return self._every_positions() + self.triangle_after
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":

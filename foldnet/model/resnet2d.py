@@ -9,7 +9,8 @@ With ``config.bottleneck_2d > 0`` the blocks are AlphaFold-CASP13's bottleneck
 blocks (``channels_2d`` wide stream, ``bottleneck_2d`` wide dilated convolution).
 With ``config.triangle_every = k > 0`` a triangle block (``foldnet.model.triangle``: AlphaFold
 2's triangle multiplicative updates) follows every k-th residual block: each pair (i, j)
-combines the edges (i, k), (j, k) of every third residue k in one step.
+combines the edges (i, k), (j, k) of every third residue k in one step; ``config.triangle_after``
+places more of them after chosen blocks.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class ResNet2D(nn.Module):
             x = nn.Dense(cfg.channels_2d, dtype=p.compute_dtype, param_dtype=p.param_dtype, name="input")(x)
         x = x * mask.astype(x.dtype)
         k = cfg.kernel_2d
+        triangle_name = {b: f"triangle_{t}" for t, b in enumerate(cfg.triangle_positions())}
         for b in range(cfg.blocks_2d):
             d = cfg.dilations[b % len(cfg.dilations)]
             if cfg.bottleneck_2d:
@@ -114,7 +116,7 @@ class ResNet2D(nn.Module):
             else:
                 block = ResidualBlock(cfg.channels_2d, (k, k), d, cfg.dropout, p, name=f"block_{b}")
             x = block(x, mask, train=train)
-            if cfg.triangle_every and (b + 1) % cfg.triangle_every == 0:
+            if b in triangle_name:
                 x = TriangleBlock(cfg.triangle_channels, cfg.dropout, p,
-                                  name=f"triangle_{(b + 1) // cfg.triangle_every - 1}")(x, mask, train=train)
+                                  name=triangle_name[b])(x, mask, train=train)
         return F32LayerNorm(p, name="final_norm")(x, out_mask=mask)
