@@ -31,9 +31,9 @@ def test_seeded_subset_has_no_traceback_hang_or_partial_file(corpus):
     work, cases = corpus
     logging.disable(logging.WARNING)
     try:
-        # ~0.1 s a case on an idle 2-core machine (the whole subset ~20 s); the limit is for
-        # hangs, not speed: at 20 s a CI sharing the cores with a 540-domain evaluation timed out
-        # 8 stub-predict cases that pass idle.
+        # The limit is for hangs, not speed: the whole subset takes ~21 s on an idle 2-core
+        # machine, yet at 20 s a case a (niced) CI sharing the cores with a 540-domain evaluation
+        # timed out 8 stub-predict FASTA cases that pass idle.
         outcomes = [fuzz_corpus.run_case(c, work, seconds=60) for c in cases]
     finally:
         logging.disable(logging.NOTSET)
