@@ -111,7 +111,7 @@ def test_triangle_after_places_and_names_blocks(testdata):
         return np.asarray(build_model(cfg).apply({"params": params}, batch, train=False)["dist_logits"])
 
     p_grown = build_model(grown).init(jax.random.PRNGKey(0), batch, train=False)["params"]
-    p_every2 = perturbed({k: v for k, v in p_grown.items()})
+    p_every2 = perturbed(p_grown)
     p_every2["trunk_2d"] = {k: v for k, v in p_every2["trunk_2d"].items() if k != "triangle_1"}
     p_grown = dict(p_every2, trunk_2d=dict(p_every2["trunk_2d"], triangle_1=p_grown["trunk_2d"]["triangle_1"]))
     np.testing.assert_allclose(run(grown, p_grown), run(every2, p_every2), rtol=0, atol=1e-5)

@@ -113,7 +113,7 @@ class ModelConfig:
             if not 0 <= b < self.blocks_2d:
                 raise ValueError(f"ModelConfig.triangle_after: block {b} is not one of the "
                                  f"{self.blocks_2d} 2D residual blocks (0-based)")
-        if len(set(self.triangle_positions())) != len(self.triangle_positions()):
+        if len(set(every + self.triangle_after)) != len(every) + len(self.triangle_after):
             raise ValueError(f"ModelConfig.triangle_after {list(self.triangle_after)} repeats a block "
                              f"(triangle_every={self.triangle_every} puts blocks after {list(every)})")
         if self.triangle_channels < 1:
