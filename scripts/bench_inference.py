@@ -3,16 +3,20 @@
 Usage (from the repository root, FOLDNET_DATA pointing at the data bundle):
   python scripts/bench_inference.py --id 3bgaA --preset tiny --crop 128 --stride 64
   python scripts/bench_inference.py --id 3bgaA --preset base --fold-steps 100 --restarts 2
+  python scripts/bench_inference.py --id 3bgaA --stride 64 [--without-triangles]
+      --model-config foldnet/pretrained/foldnet-base-cpu/config.yaml
 
 The chain's sequence comes from promod3_structure_db/all_chains.fasta.gz (3bgaA has
-1,003 residues). The network has random weights of the chosen preset (time and
-memory do not depend on the values). Prints one JSON line: seconds for the first
+1,003 residues). The network has random weights of the chosen preset or saved model
+config (time and memory do not depend on the values); ``--without-triangles`` drops its
+triangle blocks, to time what they cost on a long chain. Prints one JSON line: seconds for the first
 (compiling) and a second tiled pass, folding time, peak resident memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -33,6 +37,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--id", default="3bgaA")
     ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--model-config", default=None, help="a run's or package's config.yaml (overrides --preset)")
+    ap.add_argument("--without-triangles", action="store_true", help="the same network without its triangle blocks")
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--stride", type=int, default=64)
     ap.add_argument("--batch", type=int, default=4)
@@ -45,6 +51,7 @@ def main() -> None:
 
     from foldnet.common.paths import data_root
     from foldnet.data.fasta import iter_fasta, record_to_protein
+    from foldnet.inference.checkpoint_io import load_model_config
     from foldnet.inference.features import input_features
     from foldnet.inference.predict import Predictor
     from foldnet.inference.tiling import TilingConfig, window_batch
@@ -53,7 +60,9 @@ def main() -> None:
     rec = next(r for r in iter_fasta(data_root() / "promod3_structure_db" / "all_chains.fasta.gz") if r.id == args.id)
     prot = record_to_protein(rec)
     feats = input_features(prot)
-    cfg = PRESETS[args.preset]
+    cfg = load_model_config(args.model_config) if args.model_config else PRESETS[args.preset]
+    if args.without_triangles:
+        cfg = dataclasses.replace(cfg, triangle_every=0, triangle_after=())
     tiling = TilingConfig(crop_size=args.crop, stride=args.stride, batch_size=args.batch)
     model = build_model(cfg)
     params = model.init(jax.random.PRNGKey(0), window_batch(feats, [np.arange(16)]), train=False)["params"]
@@ -66,7 +75,8 @@ def main() -> None:
     dist = predictor.distributions(feats)
     t2 = time.perf_counter()
     out = {
-        "id": args.id, "length": len(prot), "preset": args.preset, "crop": args.crop, "stride": args.stride,
+        "id": args.id, "length": len(prot), "model": args.model_config or args.preset,
+        "triangle_blocks": len(cfg.triangle_positions()), "crop": args.crop, "stride": args.stride,
         "windows": int(dist["num_windows"]), "network_first_s": round(t1 - t0, 2),
         "network_second_s": round(t2 - t1, 2), "peak_rss_mb_before": round(rss0), "peak_rss_mb_network": round(_peak_rss_mb()),
         "cpus": os.cpu_count(),
