@@ -10,7 +10,13 @@ The chain's sequence comes from promod3_structure_db/all_chains.fasta.gz (3bgaA 
 1,003 residues). The network has random weights of the chosen preset or saved model
 config (time and memory do not depend on the values); ``--without-triangles`` drops its
 triangle blocks, to time what they cost on a long chain. Prints one JSON line: seconds for the first
-(compiling) and a second tiled pass, folding time, peak resident memory.
+(compiling) and a second tiled pass, folding time, peak resident memory. With ``--out PATH`` the
+run is also appended to ``PATH.json`` (its ``runs``) and every run so far is tabled in ``PATH.md``,
+so alternating runs (with, without, with, ...) collect in one file:
+
+  for t in "" --without-triangles "" --without-triangles; do
+    python scripts/bench_inference.py --id 3bgaA --stride 64 $t --out docs/bench/inference_triangles \
+        --model-config foldnet/pretrained/foldnet-base-cpu/config.yaml; done
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import platform
 import resource
 import sys
 import time
@@ -33,6 +40,31 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+TABLE_COLUMNS = ("model", "triangle_blocks", "length", "crop", "stride", "windows", "network_first_s",
+                 "network_second_s", "peak_rss_mb_network", "fold_s", "peak_rss_mb_fold")
+
+
+def record(out: Path, run: dict, machine: str) -> dict:
+    """Append ``run`` to ``out``.json (created if missing) and rewrite ``out``.md, both atomically.
+
+    Runs keep their order, so a table of alternating configurations reads as pairs measured
+    back to back on the same machine (the way ratios on a shared machine are comparable)."""
+    from foldnet.common import atomic
+
+    path = out.with_suffix(".json")
+    doc = json.loads(path.read_text()) if path.is_file() else {"machine": machine, "runs": []}
+    doc["runs"].append(run)
+    atomic.write_text(path, json.dumps(doc, indent=1) + "\n")
+    cols = [c for c in TABLE_COLUMNS if any(c in r for r in doc["runs"])]
+    lines = ["# Inference time and memory on one long chain (`scripts/bench_inference.py`)", "",
+             f"Machine: {doc.get('machine', '?')}. Runs in the order they ran.", "",
+             "| run | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for i, r in enumerate(doc["runs"], 1):
+        lines.append(f"| {i} | " + " | ".join(str(r.get(c, "-")) for c in cols) + " |")
+    atomic.write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    return doc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--id", default="3bgaA")
@@ -45,6 +77,8 @@ def main() -> None:
     ap.add_argument("--fold-steps", type=int, default=0, help="0 = skip folding")
     ap.add_argument("--restarts", type=int, default=2)
     ap.add_argument("--nerf", default="pnerf")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="append the run to OUT.json and table all runs in OUT.md (e.g. docs/bench/inference)")
     args = ap.parse_args()
 
     import jax
@@ -91,6 +125,9 @@ def main() -> None:
         out["fold_energy"] = float(res.energy)
         out["peak_rss_mb_fold"] = round(_peak_rss_mb())
     print(json.dumps(out))
+    if args.out is not None:
+        record(args.out, out, f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+                              f"JAX {jax.__version__}")
 
 
 if __name__ == "__main__":
