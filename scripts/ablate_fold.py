@@ -177,9 +177,10 @@ def fold_from_native(rec: dict, config: FoldConfig, h5: str, seed: int, learning
     ``true_distogram``, with no background). From its torsions the same descent runs on the
     predicted potential, at ``learning_rate``: Adam's first steps move every torsion by about the
     learning rate, and at the restarts' 0.1 rad that alone throws a chain far off its start, so a
-    small rate finds the local minimum near the native instead. If that minimum lies below the pick's energy, the potential prefers a
-    near-native fold that the restarts failed to reach (the search limits); if above, the
-    restarts' folds are what the potential asks for (the potential limits)."""
+    small rate finds the local minimum near the native instead. If that minimum lies below the
+    pick's energy, the potential prefers a near-native fold that the restarts failed to reach (the
+    search limits); if above, the restarts' folds are what the potential asks for (the potential
+    limits)."""
     from foldnet.data.cache import H5Dataset
     from foldnet.structure.oracle import true_distributions
 
@@ -286,8 +287,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tm-restarts", type=int, default=8,
                     help="score restart-vs-restart TM-scores (consensus picks) up to this many restarts")
     ap.add_argument("--native-start", action="store_true",
-                    help="also descend from the native's torsions: is the near-native minimum lower in "
-                         "energy than the pick (the search limits) or higher (the potential limits)?")
+                    help="also descend from a near-native structure (the fold of the true distogram): is its "
+                         "minimum lower in energy than the pick (the search limits) or higher (the potential limits)?")
     ap.add_argument("--native-lr", type=float, default=0.01,
                     help="learning rate of the descent from the native (small: the local minimum near it)")
     ap.add_argument("--out", default="docs/bench/fold_ablation")
