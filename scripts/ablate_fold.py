@@ -141,10 +141,9 @@ def renormalised(p: np.ndarray) -> np.ndarray:
     return p / p.sum(-1, keepdims=True)
 
 
-def fold_all_restarts(rec: dict, config: FoldConfig, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``fold``'s descent, keeping every restart: (energies [R], CA coordinates [R, L, 3],
-    per-restart selection scores {rule: [R], lower = better} for the pick rules below)."""
-    length = len(rec["aatype"])
+def predicted_potential(rec: dict, config: FoldConfig):
+    """(potential, distogram, background) of a chain's cached predictions, as ``fold`` builds them;
+    the distributions are renormalised after the cache's float16 rounding."""
     dist = renormalised(rec["dist_probs"])
     ref = renormalised(rec["reference"])
     orientation = None
@@ -153,12 +152,26 @@ def fold_all_restarts(rec: dict, config: FoldConfig, seed: int) -> tuple[np.ndar
     dist_p, phi_p, psi_p, ref_p, residue_mask = F._padded_to_bucket(
         dist, rec["phi_probs"], rec["psi_probs"], ref, config.length_bucket)
     orient_p = F._padded_orientation(orientation, len(residue_mask))
-    potential = make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask, orient_p)
-    rng = np.random.default_rng(seed)  # as fold() seeds it
-    noise = np.radians(config.init_noise_deg)
-    phi0 = F.sample_torsions(rng, potential.phi_log_probs, config.num_restarts, float(noise))
-    psi0 = F.sample_torsions(rng, potential.psi_log_probs, config.num_restarts, float(noise))
-    _, _, energies, terms, _, coords = F.descend(potential, phi0, psi0, config)
+    return make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask, orient_p), dist, ref
+
+
+def sampled_descent(potential, config: FoldConfig, seed: int):
+    """``fold``'s restarts on ``potential``: start torsions sampled as ``fold`` seeds them, then
+    ``descend`` (its tuple: phi, psi, energies, terms, trajectory, coordinates)."""
+    rng = np.random.default_rng(seed)
+    noise = float(np.radians(config.init_noise_deg))
+    phi0 = F.sample_torsions(rng, potential.phi_log_probs, config.num_restarts, noise)
+    psi0 = F.sample_torsions(rng, potential.psi_log_probs, config.num_restarts, noise)
+    return F.descend(potential, phi0, psi0, config)
+
+
+def fold_all_restarts(rec: dict, config: FoldConfig, seed: int, predicted) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``fold``'s descent on ``predicted`` (``predicted_potential``), keeping every restart:
+    (energies [R], CA coordinates [R, L, 3], per-restart selection scores {rule: [R], lower =
+    better} for the pick rules below)."""
+    length = len(rec["aatype"])
+    potential, dist, ref = predicted
+    _, _, energies, terms, _, coords = sampled_descent(potential, config, seed)
     coords = np.asarray(coords)[:, :length]
     scores = {"distogram_term": np.asarray(terms["distogram"], np.float64)}
     for sep in (12, 24):
@@ -167,8 +180,8 @@ def fold_all_restarts(rec: dict, config: FoldConfig, seed: int) -> tuple[np.ndar
     return np.asarray(energies), coords[:, :, rc.CA_IDX], scores
 
 
-def fold_from_native(rec: dict, config: FoldConfig, h5: str, seed: int, learning_rate: float) -> dict:
-    """A near-native structure, descended on under the predicted potential.
+def fold_from_native(rec: dict, config: FoldConfig, potential, h5: str, seed: int, learning_rate: float) -> dict:
+    """A near-native structure, descended on under the predicted ``potential``.
 
     The native's own torsions do not rebuild the native under folding's ideal geometry (fixed
     bonds, angles and trans omega: TM 0.34-0.44 on three validation chains), so the start is the
@@ -193,18 +206,10 @@ def fold_from_native(rec: dict, config: FoldConfig, h5: str, seed: int, learning
     dist_o, phi_o, psi_o = true_distributions(prot)
     dist_p, phi_p, psi_p, _, residue_mask = F._padded_to_bucket(dist_o, phi_o, psi_o, None, config.length_bucket)
     oracle = make_potential(dist_p, phi_p, psi_p, config, None, residue_mask, None)
-    rng = np.random.default_rng(seed)
-    noise = float(np.radians(config.init_noise_deg))
-    phi0 = F.sample_torsions(rng, oracle.phi_log_probs, config.num_restarts, noise)
-    psi0 = F.sample_torsions(rng, oracle.psi_log_probs, config.num_restarts, noise)
-    phi, psi, energies, _, _, coords = F.descend(oracle, phi0, psi0, config)
+    phi, psi, energies, _, _, coords = sampled_descent(oracle, config, seed)
     best = int(np.argmin(np.asarray(energies)))
     start_ca = np.asarray(coords)[best:best + 1, :length, rc.CA_IDX]
 
-    dist, ref = renormalised(rec["dist_probs"]), renormalised(rec["reference"])
-    dist_p, phi_p, psi_p, ref_p, residue_mask = F._padded_to_bucket(
-        dist, rec["phi_probs"], rec["psi_probs"], ref, config.length_bucket)
-    potential = make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask, None)
     start = [np.repeat(np.asarray(t)[best:best + 1], 2, axis=0) for t in (phi, psi)]  # the mesh's 2 devices
     local = dataclasses.replace(config, learning_rate=learning_rate)
     _, _, energies, _, trajectory, coords = F.descend(potential, start[0], start[1], local)
@@ -308,14 +313,15 @@ def main(argv=None) -> int:
         config = FoldConfig.from_dict({**base, **overrides})
         rows, t0 = [], time.perf_counter()
         for rec in recs:
-            energies, coords, scores = fold_all_restarts(rec, config, args.seed)
+            predicted = predicted_potential(rec, config)  # built once, for the restarts and the native start
+            energies, coords, scores = fold_all_restarts(rec, config, args.seed, predicted)
             tms = score(rec, coords)
             row = {"energies": energies.tolist(), "tm": tms, "picked": int(np.argmin(energies)),
                    "scores": {k: v.tolist() for k, v in scores.items()},
                    "agreement": decoy_agreement(coords, with_tm=len(coords) <= args.max_tm_restarts)}
             row["picks"] = picks(row)
             if args.native_start:
-                row["native_start"] = fold_from_native(rec, config, args.h5, args.seed, args.native_lr)
+                row["native_start"] = fold_from_native(rec, config, predicted[0], args.h5, args.seed, args.native_lr)
             rows.append(row)
         seconds = time.perf_counter() - t0
         picked = np.array([r["tm"][r["picked"]] for r in rows])

@@ -51,7 +51,7 @@ def record(out: Path, run: dict, machine: str) -> dict:
     back to back on the same machine (the way ratios on a shared machine are comparable)."""
     from foldnet.common import atomic
 
-    path = out.with_suffix(".json")
+    path = out.parent / f"{out.name}.json"  # appended, not swapped in: OUT may hold a dot
     doc = json.loads(path.read_text()) if path.is_file() else {"machine": machine, "runs": []}
     doc["runs"].append(run)
     atomic.write_text(path, json.dumps(doc, indent=1) + "\n")
@@ -61,7 +61,7 @@ def record(out: Path, run: dict, machine: str) -> dict:
              "| run | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for i, r in enumerate(doc["runs"], 1):
         lines.append(f"| {i} | " + " | ".join(str(r.get(c, "-")) for c in cols) + " |")
-    atomic.write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    atomic.write_text(out.parent / f"{out.name}.md", "\n".join(lines) + "\n")
     return doc
 
 
