@@ -45,19 +45,31 @@ TABLE_COLUMNS = ("model", "triangle_blocks", "length", "crop", "stride", "window
 
 
 def record(out: Path, run: dict, machine: str) -> dict:
-    """Append ``run`` to ``out``.json (created if missing) and rewrite ``out``.md, both atomically.
+    """Append ``run``, measured on ``machine``, to ``out``.json (created if missing) and rewrite
+    ``out``.md, both atomically.
 
     Runs keep their order, so a table of alternating configurations reads as pairs measured
-    back to back on the same machine (the way ratios on a shared machine are comparable)."""
+    back to back on the same machine (the way ratios on a shared machine are comparable). Each
+    run carries its own machine: a file that collects runs from two machines says so in its
+    table instead of filing them all under the first one's name."""
     from foldnet.common import atomic
 
     path = out.parent / f"{out.name}.json"  # appended, not swapped in: OUT may hold a dot
-    doc = json.loads(path.read_text()) if path.is_file() else {"machine": machine, "runs": []}
-    doc["runs"].append(run)
+    doc = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    legacy = doc.pop("machine", None)  # files written before runs carried their machine: one for all
+    for r in doc["runs"]:
+        r.setdefault("machine", legacy or "?")
+    doc["runs"].append({**run, "machine": machine})
     atomic.write_text(path, json.dumps(doc, indent=1) + "\n")
+    machines = list(dict.fromkeys(r["machine"] for r in doc["runs"]))
     cols = [c for c in TABLE_COLUMNS if any(c in r for r in doc["runs"])]
+    if len(machines) > 1:
+        cols.append("machine")
+        where = "Machine: per run (last column); compare runs of one machine only."
+    else:
+        where = f"Machine: {machines[0]}."
     lines = ["# Inference time and memory on one long chain (`scripts/bench_inference.py`)", "",
-             f"Machine: {doc.get('machine', '?')}. Runs in the order they ran.", "",
+             f"{where} Runs in the order they ran.", "",
              "| run | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for i, r in enumerate(doc["runs"], 1):
         lines.append(f"| {i} | " + " | ".join(str(r.get(c, "-")) for c in cols) + " |")
