@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import shutil
 import sys
@@ -202,6 +203,32 @@ def test_checkpoint_locations(workdir, tmp_path):
     shutil.copytree(run / "checkpoints", tmp_path / "copy" / "checkpoints")
     with pytest.raises(FileNotFoundError, match="no saved run config"):
         load_for_inference(tmp_path / "copy")
+
+
+def test_tiling_defaults_to_the_training_crop(workdir, single_run, tmp_path):
+    from omegaconf import OmegaConf
+
+    from foldnet.inference.pretrained import available, training_crop
+
+    assert training_crop(workdir / "run") == 128  # a config without data.crop_size: the trainer's default
+    if "foldnet-base-cpu" in available():
+        assert training_crop(None) == 128  # the shipped model's recipe
+    run = tmp_path / "run64"
+    shutil.copytree(workdir / "run", run)
+    config = OmegaConf.load(run / "config.yaml")
+    config.data = {"crop_size": 64}
+    OmegaConf.save(config, run / "config.yaml")
+    assert training_crop(run) == 64 and training_crop(run / "checkpoints" / "1") == 64
+
+    # unset crop: windows of the run's 64 residues, the same network output as single_run's explicit 64 / 32
+    cfg = dataclasses.replace(_cfg(workdir, "unused"), checkpoint=str(run), out_dir=str(tmp_path / "out"),
+                              tiling=TilingConfig(stride=32, batch_size=4))
+    predict(cfg)
+    assert "windows of 64 residues (stride 32)" in (tmp_path / "out" / "predict.log").read_text()
+    with np.load(tmp_path / "out" / "16pkA.npz") as a, np.load(workdir / "single" / "16pkA.npz") as b:
+        assert a["pair_coverage"].max() > 1  # tiled: the chain is longer than 64
+        for k in ("dist_probs", "pair_coverage", "phi_probs"):
+            np.testing.assert_array_equal(a[k], b[k])
 
 
 def test_fold_reference_prior_is_the_background_of_the_distogram_term(data_root, workdir, caplog):

@@ -142,3 +142,13 @@ def test_config_validation():
         TilingConfig(crop_size=33)
     with pytest.raises(ValueError, match="stride"):
         TilingConfig(crop_size=32, stride=17)
+
+
+def test_unset_crop_takes_the_training_crop():
+    unset = TilingConfig(stride=48, batch_size=2)
+    assert unset.crop_size is None
+    assert unset.for_model(160) == TilingConfig(crop_size=160, stride=48, batch_size=2)
+    assert unset.for_model(64).stride == 32  # a stride beyond half the crop would leave gaps: cut to it
+    assert TilingConfig(crop_size=96, stride=16).for_model(160) == TilingConfig(crop_size=96, stride=16)  # set: kept
+    with pytest.raises(ValueError, match="unset"):
+        predict_tiled(lambda b: b, _features(40), unset)

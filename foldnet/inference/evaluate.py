@@ -641,6 +641,8 @@ def _evaluate(cfg: EvaluateConfig) -> dict:
         # run_dir holds the run's prior.npz; a shipped model is identified by its weights' checksum
         run_dir, ckpt_id = pretrained.checkpoint_home(cfg.checkpoint, cfg.step)
         model = pretrained.load_for_inference(cfg.checkpoint, cfg.step)
+        # tiling.crop_size null: the network's own training crop (recorded resolved below)
+        cfg = dataclasses.replace(cfg, tiling=cfg.tiling.for_model(pretrained.training_crop(cfg.checkpoint, cfg.step)))
     from foldnet.structure.confidence import load_calibration
 
     calibration = None if run_dir is None else load_calibration(run_dir)

@@ -539,13 +539,16 @@ def predict(cfg: PredictConfig) -> list[RecordResult]:
 
 
 def _predict(cfg: PredictConfig, records: list) -> list[RecordResult]:
-    from foldnet.inference.pretrained import load_for_inference
+    from foldnet.inference.pretrained import load_for_inference, training_crop
 
     log.info("predict: %d records of %s -> %s", len(records), cfg.input, cfg.out_dir)
     enable_compilation_cache(cfg.compilation_cache_dir)
     model_cfg, params = load_for_inference(cfg.checkpoint, step=cfg.step)
     prior = load_checkpoint_prior(cfg.checkpoint, cfg.step) if cfg.fold_reference == "prior" else None
-    predictor = Predictor(model_cfg, params, cfg.tiling)
+    tiling = cfg.tiling.for_model(training_crop(cfg.checkpoint, cfg.step))
+    log.info("predict: windows of %d residues (stride %d) for chains longer than that",
+             tiling.crop_size, tiling.stride)
+    predictor = Predictor(model_cfg, params, tiling)
     from foldnet.inference.pretrained import checkpoint_home
     from foldnet.structure.confidence import load_calibration
 

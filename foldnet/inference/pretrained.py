@@ -206,6 +206,27 @@ def checkpoint_home(checkpoint: Optional[PathLike], step: Optional[int] = None) 
     return (run_dir or root.parent), f"{root}:{chosen}"
 
 
+TRAINING_CROP_FALLBACK = 128  # TrainConfig's default crop, for a saved config without data.crop_size
+
+
+def training_crop(checkpoint: Optional[PathLike], step: Optional[int] = None) -> int:
+    """The crop length a network was trained on: ``data.crop_size`` of its saved config.
+
+    ``tiling.crop_size: null`` (predict, evaluate) tiles long chains with windows of this
+    length. Takes the same ``checkpoint`` / ``step`` forms as ``load_for_inference``.
+    """
+    from omegaconf import OmegaConf
+
+    name = shipped_name(checkpoint)
+    if name is not None:
+        config = model_dir(name) / "config.yaml"
+    else:
+        root, _, run_dir = resolve_checkpoint(checkpoint, step)
+        config = find_run_config(run_dir, root)
+    crop = OmegaConf.select(OmegaConf.load(config), "data.crop_size", default=None)
+    return int(crop) if crop else TRAINING_CROP_FALLBACK
+
+
 def load_for_inference(checkpoint: Optional[PathLike], step: Optional[int] = None):
     """(ModelConfig, params) of a trained network.
 

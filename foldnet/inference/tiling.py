@@ -36,7 +36,7 @@ Numpy only; the network is passed in as a function.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
@@ -57,6 +57,8 @@ class TilingConfig:
 
     Attributes:
       crop_size: residues per window (C); chains of at most C residues are run whole.
+        None: the crop the network was trained on (``for_model``), so its windows look
+        like its training crops; set before ``predict_tiled`` runs.
       stride: distance between block starts (blocks are C // 2 long); stride <
         C // 2 makes blocks overlap, which averages away window-edge effects.
       batch_size: windows per network call (memory vs. speed).
@@ -67,23 +69,35 @@ class TilingConfig:
         the result (equal to 1e-5; see tests/test_tiling.py).
     """
 
-    crop_size: int = 128
+    crop_size: Optional[int] = None
     stride: int = 32
     batch_size: int = 4
     pad_multiple: int = 1
 
     def __post_init__(self):
-        if self.crop_size < 2 or self.crop_size % 2:
+        if self.crop_size is not None and (self.crop_size < 2 or self.crop_size % 2):
             raise ValueError(f"TilingConfig.crop_size must be even and >= 2, got {self.crop_size}")
-        if not 1 <= self.stride <= self.crop_size // 2:
+        half = None if self.crop_size is None else self.crop_size // 2
+        if self.stride < 1 or (half is not None and self.stride > half):
             raise ValueError(
-                f"TilingConfig.stride must be in [1, crop_size // 2 = {self.crop_size // 2}] so that "
+                f"TilingConfig.stride must be in [1, crop_size // 2 = {half}] so that "
                 f"blocks leave no gap, got {self.stride}"
             )
         if self.batch_size < 1:
             raise ValueError(f"TilingConfig.batch_size must be >= 1, got {self.batch_size}")
         if self.pad_multiple < 1:
             raise ValueError(f"TilingConfig.pad_multiple must be >= 1, got {self.pad_multiple}")
+
+    def for_model(self, training_crop: int) -> "TilingConfig":
+        """This config with an unset ``crop_size`` set to the network's training crop.
+
+        A network trained on C-residue crops has never seen a pair map wider than C, nor
+        (without discontiguous crops) a separation beyond C - 1: windows of its own crop
+        length are the inputs it knows. A stride too long for that crop is cut to its half."""
+        if self.crop_size is not None:
+            return self
+        crop = int(training_crop)
+        return dataclasses.replace(self, crop_size=crop, stride=min(self.stride, crop // 2))
 
 
 def block_starts(length: int, block: int, stride: int) -> list[int]:
@@ -195,6 +209,9 @@ def predict_tiled(
       ``orient_omega_probs`` [L, L, 25] (symmetric), ``orient_theta_probs`` [L, L, 25] and
       ``orient_phi_probs`` [L, L, 13] (row i: residue i towards j; not symmetrised).
     """
+    if config.crop_size is None:
+        raise ValueError("TilingConfig.crop_size is unset: set it, or take the network's training crop "
+                         "with TilingConfig.for_model (predict and evaluate do)")
     L = int(np.shape(features["aatype"])[0])
     windows = make_windows(L, config.crop_size, config.stride)
     dist = np.zeros((L, L, rc.NUM_DIST_BINS), np.float32)
