@@ -102,7 +102,8 @@ def predictions(args) -> list[dict]:
     model_cfg, params = pretrained.load_for_inference(args.checkpoint)
     run_dir, _ = pretrained.checkpoint_home(args.checkpoint)
     prior = Prior.load(run_dir / "prior.npz")
-    predictor = Predictor(model_cfg, params, TilingConfig(crop_size=128, stride=32, batch_size=4, pad_multiple=16))
+    tiling = TilingConfig(stride=32, batch_size=4, pad_multiple=16)  # evaluate's, windows of the training crop
+    predictor = Predictor(model_cfg, params, tiling.for_model(pretrained.training_crop(args.checkpoint)))
     ds = H5Dataset(args.h5)
     out, eligible = [], 0
     for i in range(len(ds)):

@@ -59,6 +59,26 @@ def _rows(workdir):
         return list(csv.DictReader(fh))
 
 
+def test_unset_tiling_takes_the_runs_training_crop(workdir, data_root, first_run, tmp_path):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "run32"
+    shutil.copytree(workdir / "run", run)
+    config = OmegaConf.load(run / "config.yaml")
+    config.data = {"crop_size": 32}  # trained on 32-residue crops: evaluate tiles with 32, like first_run
+    OmegaConf.save(config, run / "config.yaml")
+    summary = ev.evaluate(_cfg(workdir, data_root, checkpoint=str(run), out_dir=str(tmp_path / "out"),
+                               methods=["single"], max_domains=1, tiling=TilingConfig(stride=16, batch_size=4)))
+    assert summary["settings"]["tiling"]["crop_size"] == 32  # recorded resolved
+    with open(tmp_path / "out" / "results.csv") as fh:
+        (row,) = list(csv.DictReader(fh))
+    (same,) = [r for r in _rows(workdir) if r["id"] == row["id"] and r["method"] == "single"]
+    for key in ("dist_nll", "prec_long_L5", "mae_long_d8", "phi_mae_deg"):
+        assert row[key] == same[key], key
+
+
 def test_report_files_and_columns(workdir, first_run):
     out = workdir / "out"
     assert first_run["counts"] == {"evaluated": 2, "resumed": 0, "failed": 0}
