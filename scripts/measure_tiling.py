@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--strides", type=int, nargs="+", default=[64, 32, 16], help="block strides (<= crop / 2)")
     ap.add_argument("--out", default="docs/pretrained/tiling_validation")
     args = ap.parse_args(argv)
-    CROP = min(args.crops)  # chains up to this long run whole in every setting
+    shortest = min(args.crops)  # chains up to this long run whole in every setting
 
     from foldnet.data.cache import H5Dataset
     from foldnet.inference.evaluate import Native, distogram_scores
@@ -82,23 +82,23 @@ def main(argv=None) -> int:
             print(f"{name:28s} {mode:8s} {seconds:7.1f} s", flush=True)
 
     def mean(per_chain, key, long_only):
-        v = [c[key] for c in per_chain if (c["length"] > CROP or not long_only) and np.isfinite(c[key])]
+        v = [c[key] for c in per_chain if (c["length"] > shortest or not long_only) and np.isfinite(c[key])]
         return float(np.mean(v)) if v else float("nan")
 
     for r in rows:
         for long_only, tag in ((False, "all"), (True, "longer_than_crop")):
             r[f"prec_long_L5_{tag}"] = mean(r["chains"], "prec_long_L5", long_only)
             r[f"dist_nll_{tag}"] = mean(r["chains"], "dist_nll", long_only)
-    n_long = sum(len(p) > CROP for p in proteins)
+    n_long = sum(len(p) > shortest for p in proteins)
     meta = {"checkpoint": args.checkpoint, "h5": args.h5, "num_chains": len(proteins), "num_longer_than_crop": n_long,
             "crops": args.crops, "strides": args.strides,
             "max_length": args.max_length, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
     out = Path(args.out)
     atomic.write_text(out.parent / f"{out.name}.json", json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [f"Validation chains: the first {len(proteins)} of `{args.h5}` with length <= {args.max_length} "
-             f"({n_long} longer than the {CROP}-residue crop{'' if len(args.crops) == 1 else ', the shortest'}); checkpoint `{args.checkpoint}`. "
+             f"({n_long} longer than the {shortest}-residue crop{'' if len(args.crops) == 1 else ', the shortest'}); checkpoint `{args.checkpoint}`. "
              "Means over chains of long-range top-L/5 precision and all-pair distogram NLL (nats).", "",
-             f"| tiling | mode | top-L/5 LR (all) | NLL (all) | top-L/5 LR (L > {CROP}) | NLL (L > {CROP}) | seconds |",
+             f"| tiling | mode | top-L/5 LR (all) | NLL (all) | top-L/5 LR (L > {shortest}) | NLL (L > {shortest}) | seconds |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['setting']} | {r['mode']} | {r['prec_long_L5_all']:.3f} | {r['dist_nll_all']:.3f} | "

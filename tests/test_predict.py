@@ -210,7 +210,7 @@ def test_tiling_defaults_to_the_training_crop(workdir, single_run, tmp_path):
 
     from foldnet.inference.pretrained import available, training_crop
 
-    assert training_crop(workdir / "run") == 128  # a config without data.crop_size: the trainer's default
+    assert training_crop(workdir / "run") == 128  # a hand-written config without data.crop_size: the fallback
     if "foldnet-base-cpu" in available():
         assert training_crop(None) == 128  # the shipped model's recipe
     run = tmp_path / "run64"

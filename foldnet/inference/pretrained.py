@@ -206,7 +206,10 @@ def checkpoint_home(checkpoint: Optional[PathLike], step: Optional[int] = None) 
     return (run_dir or root.parent), f"{root}:{chosen}"
 
 
-TRAINING_CROP_FALLBACK = 128  # TrainConfig's default crop, for a saved config without data.crop_size
+# A saved config without data.crop_size (`foldnet train` saves the whole resolved config, so one
+# written by hand): the window predict / evaluate used before they read the training crop, and
+# the shipped models' crop.
+TRAINING_CROP_FALLBACK = 128
 
 
 def training_crop(checkpoint: Optional[PathLike], step: Optional[int] = None) -> int:
