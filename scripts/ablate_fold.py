@@ -56,7 +56,6 @@ from foldnet.inference.predict import prior_distogram  # noqa: E402
 import foldnet.structure.fold  # noqa: E402, F401
 F = sys.modules["foldnet.structure.fold"]  # the module (the package re-exports its `fold` function)
 from foldnet.structure.config import FoldConfig  # noqa: E402
-from foldnet.structure.potential import make_potential  # noqa: E402
 
 ORIENT = ("omega", "theta", "phi")
 
@@ -150,19 +149,14 @@ def predicted_potential(rec: dict, config: FoldConfig):
     orientation = None
     if config.weight_orientation > 0:
         orientation = {k: renormalised(rec[f"orient_{k}_probs"]) for k in ORIENT}
-    dist_p, phi_p, psi_p, ref_p, residue_mask = F._padded_to_bucket(
-        dist, rec["phi_probs"], rec["psi_probs"], ref, config.length_bucket)
-    orient_p = F._padded_orientation(orientation, len(residue_mask))
-    return make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask, orient_p), dist, ref
+    potential, _ = F.bucketed_potential(dist, rec["phi_probs"], rec["psi_probs"], config, ref, orientation)
+    return potential, dist, ref
 
 
 def sampled_descent(potential, config: FoldConfig, seed: int):
     """``fold``'s restarts on ``potential``: start torsions sampled as ``fold`` seeds them, then
     ``descend`` (its tuple: phi, psi, energies, terms, trajectory, coordinates)."""
-    rng = np.random.default_rng(seed)
-    noise = float(np.radians(config.init_noise_deg))
-    phi0 = F.sample_torsions(rng, potential.phi_log_probs, config.num_restarts, noise)
-    psi0 = F.sample_torsions(rng, potential.psi_log_probs, config.num_restarts, noise)
+    phi0, psi0 = F.sampled_starts(potential, config, seed)
     return F.descend(potential, phi0, psi0, config)
 
 
@@ -205,8 +199,7 @@ def fold_from_native(rec: dict, config: FoldConfig, potential, h5: str, seed: in
     finally:
         ds.close()
     dist_o, phi_o, psi_o = true_distributions(prot)
-    dist_p, phi_p, psi_p, _, residue_mask = F._padded_to_bucket(dist_o, phi_o, psi_o, None, config.length_bucket)
-    oracle = make_potential(dist_p, phi_p, psi_p, config, None, residue_mask, None)
+    oracle, _ = F.bucketed_potential(dist_o, phi_o, psi_o, config)
     phi, psi, energies, _, _, coords = sampled_descent(oracle, config, seed)
     best = int(np.argmin(np.asarray(energies)))
     start_ca = np.asarray(coords)[best:best + 1, :length, rc.CA_IDX]

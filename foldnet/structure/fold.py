@@ -330,6 +330,26 @@ def _padded_to_bucket(dist_probs, phi_probs, psi_probs, reference, bucket: int):
     return dist_p, phi_p, psi_p, reference, residue_mask
 
 
+def bucketed_potential(dist_probs, phi_probs, psi_probs, config: FoldConfig, reference=None,
+                       orientation: Optional[dict] = None) -> tuple[Potential, np.ndarray]:
+    """``make_potential`` of the inputs padded to a multiple of ``config.length_bucket`` residues
+    (one compilation per bucket), as ``fold`` builds it: (potential, residue mask [L_padded],
+    1 = real residue)."""
+    dist_p, phi_p, psi_p, ref_p, residue_mask = _padded_to_bucket(
+        dist_probs, phi_probs, psi_probs, reference, config.length_bucket)
+    orient_p = _padded_orientation(orientation, len(residue_mask))
+    return make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask, orient_p), residue_mask
+
+
+def sampled_starts(potential: Potential, config: FoldConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``fold``'s start torsions for its restarts: (phi0, psi0) [R, L_padded], drawn from the
+    potential's torsion distributions with ``config.init_noise_deg`` of noise, seeded."""
+    rng = np.random.default_rng(seed)
+    noise = math.radians(config.init_noise_deg)
+    return (sample_torsions(rng, potential.phi_log_probs, config.num_restarts, noise),
+            sample_torsions(rng, potential.psi_log_probs, config.num_restarts, noise))
+
+
 def _refined(potential: Potential, coords, config: FoldConfig):
     """Cartesian polish of the best structure: (coords, torsions, energy terms, energy)."""
     refined = refine_cartesian(potential, coords, config)
@@ -399,14 +419,8 @@ def fold(
     dist_probs, phi_probs, psi_probs = _checked_inputs(dist_probs, phi_probs, psi_probs)
     length = dist_probs.shape[0]
     orientation = _checked_orientation(orientation, length, config)
-    dist_p, phi_p, psi_p, ref_p, residue_mask = _padded_to_bucket(
-        dist_probs, phi_probs, psi_probs, reference, config.length_bucket)
-    orient_p = _padded_orientation(orientation, len(residue_mask))
-    potential = make_potential(dist_p, phi_p, psi_p, config, ref_p, residue_mask, orient_p)
-    rng = np.random.default_rng(seed)
-    noise = math.radians(config.init_noise_deg)
-    phi0 = sample_torsions(rng, potential.phi_log_probs, config.num_restarts, noise)
-    psi0 = sample_torsions(rng, potential.psi_log_probs, config.num_restarts, noise)
+    potential, residue_mask = bucketed_potential(dist_probs, phi_probs, psi_probs, config, reference, orientation)
+    phi0, psi0 = sampled_starts(potential, config, seed)
     # Everything after the descent in numpy: indexing device arrays eagerly would compile a
     # dozen small XLA programs per new length bucket (~0.5 s measured at 300 residues).
     phi, psi, energies, terms, _, all_coords = jax.device_get(descend(potential, phi0, psi0, config))
