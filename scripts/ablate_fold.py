@@ -204,9 +204,8 @@ def fold_from_native(rec: dict, config: FoldConfig, potential, h5: str, seed: in
     best = int(np.argmin(np.asarray(energies)))
     start_ca = np.asarray(coords)[best:best + 1, :length, rc.CA_IDX]
 
-    start = [np.repeat(np.asarray(t)[best:best + 1], 2, axis=0) for t in (phi, psi)]  # the mesh's 2 devices
     local = dataclasses.replace(config, learning_rate=learning_rate)
-    _, _, energies, _, trajectory, coords = F.descend(potential, start[0], start[1], local)
+    _, _, energies, _, trajectory, coords = F.descend(potential, phi[best:best + 1], psi[best:best + 1], local)
     ca = np.asarray(coords)[:1, :length, rc.CA_IDX]
     return {"energy": float(np.asarray(energies)[0]), "tm": score(rec, ca)[0],
             "tm_start": score(rec, start_ca)[0], "first_step_energy": float(np.asarray(trajectory)[0, 0])}
